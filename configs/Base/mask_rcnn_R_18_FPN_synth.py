@@ -1,0 +1,27 @@
+"""LazyConfig twin of mask_rcnn_R_18_FPN_synth.yaml: stock D2 Mask R-CNN R-18 FPN on synth_shapes.
+
+    python .venv/d2-tools/lazyconfig_train_net.py --config-file configs/Base/mask_rcnn_R_18_FPN_synth.py
+"""
+from detectron2.model_zoo import get_config
+
+from ..common.synth_data import dataloader
+from ..common.synth_schedule import lr_multiplier, optimizer, train
+
+model = get_config("common/models/mask_rcnn_fpn.py").model
+
+# ResNet-18 with trainable BatchNorm (from scratch)
+bottom_up = model.backbone.bottom_up
+bottom_up.stem.norm = "BN"
+bottom_up.stages.depth = 18
+bottom_up.stages.norm = "BN"
+del bottom_up.stages.stride_in_1x1  # BasicBlock has no 1x1 conv
+bottom_up.freeze_at = 0
+model.pixel_mean = [127.5, 127.5, 127.5]
+model.pixel_std = [64.0, 64.0, 64.0]
+model.input_format = "BGR"
+model.proposal_generator.anchor_generator.sizes = [[16], [32], [64], [128], [256]]
+model.proposal_generator.post_nms_topk = (500, 500)
+model.roi_heads.num_classes = 6
+model.roi_heads.batch_size_per_image = 256
+
+train.output_dir = "output/mask_rcnn_R_18_FPN_synth_lazy"

@@ -1,0 +1,15 @@
+"""Config keys of d2ext: one ``add_<family>_config`` per model family, composed by
+:func:`add_d2ext_config`. None of them mutates D2's global defaults."""
+from .common import add_common_config
+from .defaults import add_d2ext_config
+from .postprocess import add_postprocess_config
+from .upsnet import add_upsnet_config
+from .yolact import add_yolact_config
+
+__all__ = [
+    "add_d2ext_config",
+    "add_common_config",
+    "add_postprocess_config",
+    "add_upsnet_config",
+    "add_yolact_config",
+]

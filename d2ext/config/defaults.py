@@ -1,0 +1,20 @@
+from detectron2.config import CfgNode
+
+from .common import add_common_config
+from .postprocess import add_postprocess_config
+from .upsnet import add_upsnet_config
+from .yolact import add_yolact_config
+
+
+def add_d2ext_config(cfg: CfgNode) -> CfgNode:
+    """Add every d2ext key to ``cfg`` (a copy of D2's defaults, e.g. ``get_cfg()``), in place.
+
+    Idempotent: adding twice keeps the values already set.
+    """
+    if "D2EXT" in cfg:  # already added: keep the values set since
+        return cfg
+    add_common_config(cfg)
+    add_postprocess_config(cfg)
+    add_yolact_config(cfg)
+    add_upsnet_config(cfg)
+    return cfg

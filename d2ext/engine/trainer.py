@@ -1,0 +1,91 @@
+import contextlib
+import logging
+import os
+
+from detectron2.config import CfgNode, get_cfg
+from detectron2.data import build_detection_test_loader, build_detection_train_loader
+import detectron2.engine.defaults as d2_defaults
+from detectron2.engine import DefaultTrainer, default_setup
+
+from d2ext.config import add_d2ext_config
+from d2ext.data import build_train_mapper
+from d2ext.evaluation import build_evaluator
+
+logger = logging.getLogger(__name__)
+
+
+def _prepare_datasets(cfg: CfgNode, names) -> None:
+    """Generate the synthetic datasets among ``names`` if they are not on disk yet (the
+    evaluators read their json files directly, so this happens before anything is built)."""
+    if not cfg.D2EXT.SYNTHETIC.AUTO_GENERATE:
+        return
+    from d2ext.data.synthetic import ensure_synthetic_generated
+
+    ensure_synthetic_generated(list(names))
+
+
+@contextlib.contextmanager
+def _ddp_device_ids_for(device: str):
+    """D2's ``create_ddp_model`` always passes ``device_ids=[local_rank]``, which torch's DDP
+    rejects for CPU modules; multi-process CPU training (gloo) needs ``device_ids=None``.
+    Scoped to DefaultTrainer.__init__ so nothing else sees the change."""
+    if not device.startswith("cpu"):
+        yield
+        return
+    original = d2_defaults.create_ddp_model
+
+    def create_ddp_model(model, **kwargs):
+        kwargs.setdefault("device_ids", None)
+        return original(model, **kwargs)
+
+    d2_defaults.create_ddp_model = create_ddp_model
+    try:
+        yield
+    finally:
+        d2_defaults.create_ddp_model = original
+
+
+class Trainer(DefaultTrainer):
+    """D2's ``DefaultTrainer`` with d2ext's dispatch:
+
+    * ``build_evaluator``: on the dataset's ``evaluator_type`` (coco, coco_panoptic_seg,
+      sem_seg, ...) via :func:`d2ext.evaluation.build_evaluator`;
+    * ``build_train_loader``: the mapper the model needs (``INPUT.DATASET_MAPPER_NAME``);
+    * synthetic datasets named in ``DATASETS`` are generated on first use.
+    """
+
+    def __init__(self, cfg: CfgNode):
+        _prepare_datasets(cfg, tuple(cfg.DATASETS.TRAIN) + tuple(cfg.DATASETS.TEST))
+        with _ddp_device_ids_for(cfg.MODEL.DEVICE):
+            super().__init__(cfg)
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        _prepare_datasets(cfg, [dataset_name])
+        return build_evaluator(cfg, dataset_name, output_folder)
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        return build_detection_train_loader(cfg, mapper=build_train_mapper(cfg))
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        _prepare_datasets(cfg, [dataset_name])
+        return build_detection_test_loader(cfg, dataset_name)
+
+
+def setup_cfg(args, *, freeze: bool = True) -> CfgNode:
+    """Config from ``--config-file`` and trailing opts, with every d2ext key added, then D2's
+    ``default_setup`` (logging, output dir, seeding) as D2's train_net does."""
+    cfg = get_cfg()
+    add_d2ext_config(cfg)
+    if not args.config_file:
+        raise ValueError("--config-file is required")
+    if not os.path.isfile(args.config_file):
+        raise FileNotFoundError(f"config file {args.config_file!r} does not exist")
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    if freeze:
+        cfg.freeze()
+    default_setup(cfg, args)
+    return cfg

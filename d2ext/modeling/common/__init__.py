@@ -1,0 +1,1 @@
+"""Pieces shared by several d2ext models (one home each)."""

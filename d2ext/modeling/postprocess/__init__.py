@@ -1,0 +1,1 @@
+"""postprocess (registration happens on import)."""

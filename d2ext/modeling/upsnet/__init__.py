@@ -1,0 +1,1 @@
+"""upsnet (registration happens on import)."""

@@ -1,0 +1,1 @@
+"""yolact (registration happens on import)."""
