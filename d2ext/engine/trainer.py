@@ -8,7 +8,7 @@ import detectron2.engine.defaults as d2_defaults
 from detectron2.engine import DefaultTrainer, default_setup
 
 from d2ext.config import add_d2ext_config
-from d2ext.data import build_train_mapper
+from d2ext.data import SafeMapper, add_dataset_checks, build_train_mapper
 from d2ext.evaluation import build_evaluator
 
 logger = logging.getLogger(__name__)
@@ -16,12 +16,14 @@ logger = logging.getLogger(__name__)
 
 def _prepare_datasets(cfg: CfgNode, names) -> None:
     """Generate the synthetic datasets among ``names`` if they are not on disk yet (the
-    evaluators read their json files directly, so this happens before anything is built)."""
-    if not cfg.D2EXT.SYNTHETIC.AUTO_GENERATE:
-        return
-    from d2ext.data.synthetic import ensure_synthetic_generated
+    evaluators read their json files directly, so this happens before anything is built), and
+    make loading them report bad records (unknown category ids...) naming the image."""
+    names = list(names)
+    if cfg.D2EXT.SYNTHETIC.AUTO_GENERATE:
+        from d2ext.data.synthetic import ensure_synthetic_generated
 
-    ensure_synthetic_generated(list(names))
+        ensure_synthetic_generated(names)
+    add_dataset_checks(names)
 
 
 @contextlib.contextmanager
@@ -51,7 +53,9 @@ class Trainer(DefaultTrainer):
     * ``build_evaluator``: on the dataset's ``evaluator_type`` (coco, coco_panoptic_seg,
       sem_seg, ...) via :func:`d2ext.evaluation.build_evaluator`;
     * ``build_train_loader``: the mapper the model needs (``INPUT.DATASET_MAPPER_NAME``);
-    * synthetic datasets named in ``DATASETS`` are generated on first use.
+    * synthetic datasets named in ``DATASETS`` are generated on first use;
+    * bad data fails clearly: records are validated at load, an unreadable image is skipped
+      with a warning at train time and is an error naming the file at test time.
     """
 
     def __init__(self, cfg: CfgNode):
@@ -66,12 +70,12 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg):
-        return build_detection_train_loader(cfg, mapper=build_train_mapper(cfg))
+        return build_detection_train_loader(cfg, mapper=SafeMapper(mapper=build_train_mapper(cfg), is_train=True))
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
         _prepare_datasets(cfg, [dataset_name])
-        return build_detection_test_loader(cfg, dataset_name)
+        return build_detection_test_loader(cfg, dataset_name, mapper=SafeMapper(cfg, is_train=False))
 
 
 def setup_cfg(args, *, freeze: bool = True) -> CfgNode:

@@ -1,0 +1,38 @@
+"""Synthetic datasets for fast, self-contained training and evaluation tests.
+
+Importing registers the builtins (``synth_shapes_{train,val}``, ``synth_panoptic_{train,val}``
+with ``_separated`` / ``_stuffonly`` variants) in D2's catalogs; files are generated on first
+``DatasetCatalog.get`` or :func:`ensure_synthetic_generated`. See ``register.py``.
+"""
+
+from .categories import STUFF_CATEGORIES, THING_CATEGORIES
+from .generate import SyntheticSpec, generate, is_generated, render_image
+from .register import (
+    BUILTIN_DATASETS,
+    builtin_spec,
+    ensure_synthetic_generated,
+    register_all_synthetic,
+    register_synthetic_panoptic,
+    register_synthetic_shapes,
+    synthetic_dataset_dir,
+    synthetic_root,
+)
+
+register_all_synthetic()
+
+__all__ = [
+    "BUILTIN_DATASETS",
+    "STUFF_CATEGORIES",
+    "THING_CATEGORIES",
+    "SyntheticSpec",
+    "builtin_spec",
+    "ensure_synthetic_generated",
+    "generate",
+    "is_generated",
+    "register_all_synthetic",
+    "register_synthetic_panoptic",
+    "register_synthetic_shapes",
+    "render_image",
+    "synthetic_dataset_dir",
+    "synthetic_root",
+]

@@ -1,0 +1,184 @@
+"""Registration of the synthetic datasets in D2's catalogs, generated lazily on first use.
+
+Registration goes through D2's own ``register_coco_instances`` / ``register_coco_panoptic`` /
+``register_coco_panoptic_separated`` (so metadata and loaders are exactly D2's); only the
+loader in ``DatasetCatalog`` is wrapped so that the files are generated before it runs.
+Because D2 evaluators read files (``json_file``, ``panoptic_json``) from metadata without
+touching ``DatasetCatalog``, call :func:`ensure_synthetic_generated` before building them.
+
+Builtin names (generated under ``$DETECTRON2_DATASETS`` (default ``./datasets``)):
+
+* ``synth_shapes_{train,val}``: instance segmentation (``evaluator_type="coco"``), in
+  ``synth_shapes/<name>/``.
+* ``synth_panoptic_{train,val}``: D2 "standard" panoptic (``coco_panoptic_seg``), with
+  ``synth_panoptic_{train,val}_separated`` (PanopticFPN: instances + semantic, things -> 0)
+  and ``synth_panoptic_{train,val}_stuffonly`` (``sem_seg``) as D2 names them, in
+  ``synth_panoptic/<name>/``.
+"""
+
+import functools
+import os
+from typing import Callable, Dict, Iterable, List, Optional, Tuple, Union
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.datasets import (
+    register_coco_instances,
+    register_coco_panoptic,
+    register_coco_panoptic_separated,
+)
+
+from ..dataset_checks import add_dataset_checks
+from .categories import instances_metadata, panoptic_separated_metadata, panoptic_standard_metadata
+from .generate import SyntheticSpec, generate
+
+# dataset name -> (spec, directory, all names registered together with it)
+_REGISTERED: Dict[str, Tuple[SyntheticSpec, str, Tuple[str, ...]]] = {}
+
+# name -> (kind, num_images, seed); all builtins are 256x256
+BUILTIN_DATASETS: Dict[str, Tuple[str, int, int]] = {
+    "synth_shapes_train": ("shapes", 200, 1),
+    "synth_shapes_val": ("shapes", 50, 2),
+    "synth_panoptic_train": ("panoptic", 150, 3),
+    "synth_panoptic_val": ("panoptic", 40, 4),
+    # tiny splits for smoke tests and quick checks (same scenes' distribution, other seeds)
+    "synth_shapes_mini_train": ("shapes", 16, 5),
+    "synth_shapes_mini_val": ("shapes", 8, 6),
+    "synth_panoptic_mini_train": ("panoptic", 16, 7),
+    "synth_panoptic_mini_val": ("panoptic", 8, 8),
+}
+BUILTIN_IMAGE_SIZE = (256, 256)
+
+
+def synthetic_root() -> str:
+    """Where builtins live: ``$DETECTRON2_DATASETS`` (default ``datasets``), as D2's builtins."""
+    return os.path.expanduser(os.environ.get("DETECTRON2_DATASETS", "datasets"))
+
+
+def builtin_spec(name: str) -> SyntheticSpec:
+    kind, num_images, seed = BUILTIN_DATASETS[name]
+    return SyntheticSpec(kind, num_images, BUILTIN_IMAGE_SIZE, seed)
+
+
+def _generate_then_load(spec: SyntheticSpec, out_dir: str, load: Callable[[], List[dict]]):
+    generate(spec, out_dir)
+    return load()
+
+
+def _unregister(names: Iterable[str]) -> None:
+    for n in names:
+        if n in DatasetCatalog.list():
+            DatasetCatalog.remove(n)
+        if n in MetadataCatalog.list():
+            MetadataCatalog.remove(n)
+        _REGISTERED.pop(n, None)
+
+
+def _prepare(name: str, spec: SyntheticSpec, out_dir: str) -> bool:
+    """False if ``name`` is already registered with this spec and dir; else frees the names
+    (a synthetic dataset registered with another spec is replaced; any other name clashes)."""
+    if name in _REGISTERED:
+        old_spec, old_dir, old_names = _REGISTERED[name]
+        if (old_spec, old_dir) == (spec, out_dir):
+            return False
+        _unregister(old_names)
+    elif name in DatasetCatalog.list():
+        raise ValueError(f"Dataset {name!r} is already registered and is not a synthetic dataset")
+    return True
+
+
+def _make_lazy(names: Tuple[str, ...], spec: SyntheticSpec, out_dir: str) -> None:
+    """Generate before D2's loader runs, and validate what it loads."""
+    for n in names:
+        load = DatasetCatalog[n]  # the loader D2's register_* installed (not called here)
+        DatasetCatalog.remove(n)
+        DatasetCatalog.register(n, functools.partial(_generate_then_load, spec, out_dir, load))
+        _REGISTERED[n] = (spec, out_dir, names)
+    add_dataset_checks(names)
+
+
+def register_synthetic_shapes(
+    name: str,
+    root: Optional[str] = None,
+    num_images: int = 200,
+    image_size: Tuple[int, int] = BUILTIN_IMAGE_SIZE,
+    seed: int = 0,
+    max_objects: int = 15,
+) -> SyntheticSpec:
+    """Register a "shapes" instance-segmentation dataset ``name`` (COCO format, generated in
+    ``<root>/synth_shapes/<name>/`` on first use; ``root`` defaults to :func:`synthetic_root`).
+    ``image_size`` is (H, W). Re-registering with the same arguments is a no-op."""
+    spec = SyntheticSpec("shapes", num_images, tuple(image_size), seed, max_objects)
+    out_dir = os.path.abspath(os.path.join(root or synthetic_root(), "synth_shapes", name))
+    if _prepare(name, spec, out_dir):
+        register_coco_instances(
+            name,
+            instances_metadata(),
+            os.path.join(out_dir, "instances.json"),
+            os.path.join(out_dir, "images"),
+        )
+        _make_lazy((name,), spec, out_dir)
+    return spec
+
+
+def register_synthetic_panoptic(
+    name: str,
+    root: Optional[str] = None,
+    num_images: int = 150,
+    image_size: Tuple[int, int] = BUILTIN_IMAGE_SIZE,
+    seed: int = 0,
+    max_objects: int = 15,
+) -> SyntheticSpec:
+    """Register a panoptic dataset (things + sky/ground/water stuff) generated in
+    ``<root>/synth_panoptic/<name>/`` on first use, under three names as D2's COCO panoptic:
+    ``name`` (standard, ``register_coco_panoptic``), ``name + "_separated"`` and
+    ``name + "_stuffonly"`` (``register_coco_panoptic_separated``)."""
+    spec = SyntheticSpec("panoptic", num_images, tuple(image_size), seed, max_objects)
+    out_dir = os.path.abspath(os.path.join(root or synthetic_root(), "synth_panoptic", name))
+    if _prepare(name, spec, out_dir):
+        j = functools.partial(os.path.join, out_dir)
+        register_coco_panoptic(
+            name,
+            panoptic_standard_metadata(),
+            j("images"),
+            j("panoptic"),
+            j("panoptic.json"),
+            j("instances.json"),
+        )
+        register_coco_panoptic_separated(
+            name,
+            panoptic_separated_metadata(),
+            j("images"),
+            j("panoptic"),
+            j("panoptic.json"),
+            j("semantic"),
+            j("instances.json"),
+        )
+        _make_lazy((name, name + "_separated", name + "_stuffonly"), spec, out_dir)
+    return spec
+
+
+def register_all_synthetic(root: Optional[str] = None) -> None:
+    """Register the builtin synthetic datasets (:data:`BUILTIN_DATASETS`); nothing is generated."""
+    for name in BUILTIN_DATASETS:
+        spec = builtin_spec(name)
+        register = (
+            register_synthetic_shapes if spec.kind == "shapes" else register_synthetic_panoptic
+        )
+        register(name, root, spec.num_images, spec.image_size, spec.seed, spec.max_objects)
+
+
+def synthetic_dataset_dir(name: str) -> Optional[str]:
+    """The directory of synthetic dataset ``name`` (any of its registered names), else None."""
+    return _REGISTERED[name][1] if name in _REGISTERED else None
+
+
+def ensure_synthetic_generated(dataset_names: Union[str, Iterable[str]]) -> List[str]:
+    """Generate (if not yet on disk with the same spec) every synthetic dataset among
+    ``dataset_names``; other names are ignored. Returns the synthetic names among them.
+    Call it before building evaluators, which read the json files from metadata."""
+    names = [dataset_names] if isinstance(dataset_names, str) else list(dataset_names)
+    synthetic = [n for n in names if n in _REGISTERED]
+    for n in synthetic:
+        spec, out_dir, _ = _REGISTERED[n]
+        generate(spec, out_dir)
+    return synthetic
