@@ -26,7 +26,7 @@ def get_extensions():
     csrc = os.path.join(ROOT, "csrc")
     sources = glob.glob(os.path.join(csrc, "*.cpp")) + glob.glob(os.path.join(csrc, "**", "*.cpp"))
     cuda_sources = glob.glob(os.path.join(csrc, "**", "*.cu"))
-    extra_compile_args = {"cxx": ["-O3", "-std=c++17"]}
+    extra_compile_args = {"cxx": ["-O3", "-std=c++20"]}
     define_macros = []
     ext_cls = CppExtension
     if _want_cuda():
@@ -37,7 +37,7 @@ def get_extensions():
         define_macros.append(("WITH_CUDA", None))
         extra_compile_args["nvcc"] = [
             "-O3",
-            "-std=c++17",
+            "-std=c++20",
             "--expt-relaxed-constexpr",
             "-D__CUDA_NO_HALF_OPERATORS__",
             "-D__CUDA_NO_HALF_CONVERSIONS__",

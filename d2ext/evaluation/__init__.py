@@ -1,4 +1,25 @@
-"""d2ext's DatasetEvaluators and the evaluator dispatch used by ``tools/train_net.py``."""
-from .build import build_evaluator
+"""d2ext's DatasetEvaluators and the evaluator dispatch used by ``tools/train_net.py``.
 
-__all__ = ["build_evaluator"]
+* :class:`FastCOCOEvaluator`: D2's ``COCOEvaluator`` with batched RLE encoding and
+  faster-coco-eval (same AP as pycocotools).
+* :class:`FastCOCOPanopticEvaluator`: D2's ``COCOPanopticEvaluator`` scoring in memory with
+  :func:`pq_compute_fast`'s O(HW) matching (same PQ as panopticapi).
+"""
+
+from .build import build_evaluator
+from .coco_evaluation import FastCOCOEvaluator, instances_to_coco_json_fast
+from .panoptic_evaluation import FastCOCOPanopticEvaluator
+from .panoptic_quality import PQStatFast, panoptic_image_stats, pq_compute_fast, read_panoptic_png
+from .rle import encode_masks
+
+__all__ = [
+    "build_evaluator",
+    "encode_masks",
+    "FastCOCOEvaluator",
+    "FastCOCOPanopticEvaluator",
+    "instances_to_coco_json_fast",
+    "PQStatFast",
+    "panoptic_image_stats",
+    "pq_compute_fast",
+    "read_panoptic_png",
+]

@@ -1,0 +1,194 @@
+// CPU kernels of the mask ops: at::parallel_for over output rows; each row task writes its whole
+// row (false outside the box footprint, the per-pixel math of mask_ops_math.h inside), so no
+// full-size float tensor and no separate zero-fill pass exist.
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "mask_ops/mask_ops.h"
+#include "mask_ops/mask_ops_math.h"
+
+namespace d2ext {
+
+using mask_ops::LinearTap;
+
+namespace {
+
+// Rows per parallel task: enough to amortise scheduling, small enough to balance 100 boxes.
+constexpr int64_t kRowGrain = 16;
+
+// The per-row loops are built twice, for x86-64 with FMA (fmadd is then one instruction) and for
+// the baseline (fmadd is a libm call), picked at load time; results are identical.
+#if defined(__x86_64__) && defined(__linux__)
+#define D2EXT_FMA_CLONES __attribute__((target_clones("fma", "default")))
+#else
+#define D2EXT_FMA_CLONES
+#endif
+
+// one output row [c0, c1) of a bilinear resize + "> thr" (rows row0/row1 of the input)
+D2EXT_FMA_CLONES void interp_row(const float* row0, const float* row1, const LinearTap& t_y, const LinearTap* tx,
+                                 int64_t c0, int64_t c1, float thr, bool* o) {
+  for (int64_t x = c0; x < c1; ++x) {
+    const LinearTap& t = tx[x];
+    o[x] = mask_ops::interp_value(row0[t.i0], row0[t.i1], row1[t.i0], row1[t.i1], t_y, t) > thr;
+  }
+}
+
+// one output row, columns [c0, c1), of D2's paste of the (h, w) map m: grid_sample at
+// (sx[x - c0], sy) then ">= thr"
+D2EXT_FMA_CLONES void paste_row(const float* m, int64_t h, int64_t w, float sy, const float* sx, int64_t c0,
+                                int64_t c1, float thr, bool* o) {
+  for (int64_t x = c0; x < c1; ++x) {
+    o[x] = mask_ops::grid_sample_value(m, h, w, sx[x - c0], sy) >= thr;
+  }
+}
+
+// out[n] = F.interpolate(m[n], (H, W), bilinear) > thr, where m[n] is zero outside proto rows
+// [box[4n+2], box[4n+3]) x cols [box[4n], box[4n+1]) (already cropped): the output is computed
+// only on the pixels whose taps touch that box and is false elsewhere.
+void interp_threshold_rows(
+    const float* m, int64_t n, int64_t hp, int64_t wp, const std::vector<int64_t>& box, bool* out,
+    int64_t H, int64_t W, float thr) {
+  std::vector<LinearTap> tx(W), ty(H);
+  const float sx = mask_ops::interp_scale(wp, W), sy = mask_ops::interp_scale(hp, H);
+  for (int64_t x = 0; x < W; ++x) tx[x] = mask_ops::interp_tap(x, wp, sx);
+  for (int64_t y = 0; y < H; ++y) ty[y] = mask_ops::interp_tap(y, hp, sy);
+  // footprint per detection: output cols [fp[4i], fp[4i+1]), rows [fp[4i+2], fp[4i+3])
+  std::vector<int64_t> fp(4 * n);
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t x0 = box[4 * i], x1 = box[4 * i + 1], y0 = box[4 * i + 2], y1 = box[4 * i + 3];
+    int64_t c0 = 0, c1 = 0, r0 = 0, r1 = 0;
+    if (x0 < x1 && y0 < y1) {
+      while (c0 < W && !mask_ops::tap_touches(tx[c0], x0, x1)) ++c0;
+      c1 = c0;
+      while (c1 < W && mask_ops::tap_touches(tx[c1], x0, x1)) ++c1;
+      while (r0 < H && !mask_ops::tap_touches(ty[r0], y0, y1)) ++r0;
+      r1 = r0;
+      while (r1 < H && mask_ops::tap_touches(ty[r1], y0, y1)) ++r1;
+    }
+    fp[4 * i] = c0, fp[4 * i + 1] = c1, fp[4 * i + 2] = r0, fp[4 * i + 3] = r1;
+  }
+  at::parallel_for(0, n * H, kRowGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t i = r / H, y = r % H;
+      bool* o = out + r * W;
+      const int64_t c0 = fp[4 * i], c1 = fp[4 * i + 1];
+      if (y < fp[4 * i + 2] || y >= fp[4 * i + 3] || c0 >= c1) {
+        std::memset(o, 0, W);
+        continue;
+      }
+      std::memset(o, 0, c0);
+      std::memset(o + c1, 0, W - c1);
+      const LinearTap& t_y = ty[y];
+      interp_row(m + (i * hp + t_y.i0) * wp, m + (i * hp + t_y.i1) * wp, t_y, tx.data(), c0, c1, thr, o);
+    }
+  });
+}
+
+// out[n] = D2 paste of masks[n] (h x w) into boxes[n] (absolute XYXY), ">= thr", computed on the
+// integer-expanded box only.
+void paste_rows(const float* masks, const float* boxes, int64_t n, int64_t h, int64_t w, bool* out,
+                int64_t H, int64_t W, float thr) {
+  // region per box (cols [reg[4i], reg[4i+1]), rows [reg[4i+2], reg[4i+3])) and its column
+  // sample coordinates, shared by all rows of the box: sx[off[i] + x - c0]
+  std::vector<int64_t> reg(4 * n), off(n + 1, 0);
+  for (int64_t i = 0; i < n; ++i) {
+    const float* b = boxes + 4 * i;
+    mask_ops::paste_range(b[0], b[2], W, &reg[4 * i], &reg[4 * i + 1]);
+    mask_ops::paste_range(b[1], b[3], H, &reg[4 * i + 2], &reg[4 * i + 3]);
+    off[i + 1] = off[i] + std::max<int64_t>(reg[4 * i + 1] - reg[4 * i], 0);
+  }
+  std::vector<float> sx(off[n]);
+  at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      for (int64_t x = reg[4 * i]; x < reg[4 * i + 1]; ++x) {
+        sx[off[i] + x - reg[4 * i]] = mask_ops::paste_grid(x, boxes[4 * i], boxes[4 * i + 2], w);
+      }
+    }
+  });
+  at::parallel_for(0, n * H, kRowGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t i = r / H, y = r % H;
+      bool* o = out + r * W;
+      const int64_t c0 = reg[4 * i], c1 = reg[4 * i + 1];
+      if (y < reg[4 * i + 2] || y >= reg[4 * i + 3] || c0 >= c1) {
+        std::memset(o, 0, W);
+        continue;
+      }
+      std::memset(o, 0, c0);
+      std::memset(o + c1, 0, W - c1);
+      const float sy = mask_ops::paste_grid(y, boxes[4 * i + 1], boxes[4 * i + 3], h);
+      paste_row(masks + i * h * w, h, w, sy, sx.data() + off[i], c0, c1, thr, o);
+    }
+  });
+}
+
+}  // namespace
+
+at::Tensor resize_threshold_cpu(const at::Tensor& input, int64_t out_h, int64_t out_w, double threshold, bool grid_sample) {
+  const at::Tensor x = input.contiguous();
+  const int64_t n = x.size(0), h = x.size(1), w = x.size(2);
+  at::Tensor out = at::empty({n, out_h, out_w}, x.options().dtype(at::kBool));
+  if (out.numel() == 0) return out;
+  if (grid_sample) {
+    at::Tensor boxes = at::empty({n, 4}, x.options());
+    boxes.select(1, 0).fill_(0), boxes.select(1, 1).fill_(0);
+    boxes.select(1, 2).fill_(static_cast<double>(out_w)), boxes.select(1, 3).fill_(static_cast<double>(out_h));
+    paste_rows(x.data_ptr<float>(), boxes.data_ptr<float>(), n, h, w, out.data_ptr<bool>(), out_h, out_w,
+               static_cast<float>(threshold));
+  } else {
+    std::vector<int64_t> box(4 * n);
+    for (int64_t i = 0; i < n; ++i) box[4 * i] = 0, box[4 * i + 1] = w, box[4 * i + 2] = 0, box[4 * i + 3] = h;
+    interp_threshold_rows(x.data_ptr<float>(), n, h, w, box, out.data_ptr<bool>(), out_h, out_w,
+                          static_cast<float>(threshold));
+  }
+  return out;
+}
+
+at::Tensor assemble_masks_cpu(const at::Tensor& protos, const at::Tensor& coeffs, const at::Tensor& boxes, int64_t out_h, int64_t out_w, double threshold, int64_t crop_padding) {
+  const int64_t n = coeffs.size(0), hp = protos.size(1), wp = protos.size(2);
+  at::Tensor out = at::empty({n, out_h, out_w}, protos.options().dtype(at::kBool));
+  if (out.numel() == 0) return out;
+  const at::Tensor hwn = yolact_proto_masks(protos, coeffs).contiguous();  // (Hp, Wp, N)
+  const at::Tensor b = boxes.contiguous();
+  const float* bp = b.data_ptr<float>();
+  std::vector<int64_t> crop(4 * n);  // x0, x1, y0, y1 in proto pixels
+  for (int64_t i = 0; i < n; ++i) {
+    mask_ops::yolact_crop_range(bp[4 * i], bp[4 * i + 2], wp, crop_padding, &crop[4 * i], &crop[4 * i + 1]);
+    mask_ops::yolact_crop_range(bp[4 * i + 1], bp[4 * i + 3], hp, crop_padding, &crop[4 * i + 2], &crop[4 * i + 3]);
+  }
+  // crop at proto resolution (m * keep, as the original: NaN * 0 stays NaN), fused with the
+  // (Hp, Wp, N) -> (N, Hp, Wp) transpose
+  at::Tensor m = at::empty({n, hp, wp}, hwn.options());
+  const float* src = hwn.data_ptr<float>();
+  float* mp = m.data_ptr<float>();
+  at::parallel_for(0, hp, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t y = begin; y < end; ++y) {
+      for (int64_t x = 0; x < wp; ++x) {
+        const float* s = src + (y * wp + x) * n;
+        for (int64_t i = 0; i < n; ++i) {
+          const int64_t* c = &crop[4 * i];
+          const bool in = x >= c[0] && x < c[1] && y >= c[2] && y < c[3];
+          mp[(i * hp + y) * wp + x] = s[i] * (in ? 1.f : 0.f);
+        }
+      }
+    }
+  });
+  interp_threshold_rows(mp, n, hp, wp, crop, out.data_ptr<bool>(), out_h, out_w, static_cast<float>(threshold));
+  return out;
+}
+
+at::Tensor paste_masks_cpu(const at::Tensor& masks, const at::Tensor& boxes, int64_t img_h, int64_t img_w, double threshold) {
+  const at::Tensor m = masks.contiguous();
+  const at::Tensor b = boxes.contiguous();
+  const int64_t n = m.size(0);
+  at::Tensor out = at::empty({n, img_h, img_w}, m.options().dtype(at::kBool));
+  if (out.numel() == 0) return out;
+  paste_rows(m.data_ptr<float>(), b.data_ptr<float>(), n, m.size(1), m.size(2), out.data_ptr<bool>(), img_h,
+             img_w, static_cast<float>(threshold));
+  return out;
+}
+
+}  // namespace d2ext

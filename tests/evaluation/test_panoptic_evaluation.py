@@ -1,0 +1,128 @@
+"""FastCOCOPanopticEvaluator against D2's COCOPanopticEvaluator (panopticapi), and the
+evaluator dispatch."""
+
+import contextlib
+import io
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from detectron2.config import get_cfg
+from detectron2.data import MetadataCatalog
+from detectron2.evaluation import COCOPanopticEvaluator
+
+from d2ext.config import add_d2ext_config
+from d2ext.evaluation import FastCOCOEvaluator, FastCOCOPanopticEvaluator, build_evaluator
+from d2ext.evaluation.panoptic_quality import read_panoptic_png
+from d2ext.evaluation.synthetic_predictions import perturb_panoptic
+
+
+def _model_outputs(dataset, seed, with_segments_info=True):
+    """(inputs, outputs) as a D2 panoptic model gives them: contiguous ids + isthing, or
+    ``category * label_divisor + instance`` maps with -1 = VOID when segments_info is None."""
+    meta = MetadataCatalog.get(dataset)
+    with open(meta.panoptic_json) as f:
+        gt = json.load(f)
+    to_contiguous = {**meta.thing_dataset_id_to_contiguous_id, **meta.stuff_dataset_id_to_contiguous_id}
+    rng = np.random.default_rng(seed)
+    pairs = []
+    for ann in gt["annotations"]:
+        gt_ids = read_panoptic_png(os.path.join(meta.panoptic_root, ann["file_name"]))
+        pred, segments = perturb_panoptic(gt_ids, ann["segments_info"], sorted(to_contiguous), rng)
+        if with_segments_info:
+            info = [
+                {
+                    "id": s["id"],
+                    "category_id": to_contiguous[s["category_id"]],
+                    "isthing": s["category_id"] in meta.thing_dataset_id_to_contiguous_id,
+                }
+                for s in segments
+            ]
+            out = (torch.from_numpy(pred.astype(np.int32)), info)
+        else:
+            labels = np.full(pred.shape, -1, dtype=np.int32)
+            for k, s in enumerate(segments):
+                labels[pred == s["id"]] = to_contiguous[s["category_id"]] * meta.label_divisor + k
+            out = (torch.from_numpy(labels), None)
+        inp = {"image_id": ann["image_id"], "file_name": f"/data/images/{ann['file_name'][:-4]}.jpg"}
+        pairs.append((inp, {"panoptic_seg": out}))
+    return pairs
+
+
+def _run(evaluator, pairs):
+    evaluator.reset()
+    for inp, out in pairs:
+        evaluator.process([inp], [out])
+    with contextlib.redirect_stdout(io.StringIO()):
+        return evaluator.evaluate()
+
+
+@pytest.mark.parametrize("seed,with_segments_info", [(0, True), (1, False)])
+def test_same_results_and_files_as_d2(panoptic_gt, tmp_path, seed, with_segments_info):
+    name = panoptic_gt[0]
+    # fresh outputs for each: D2's process() edits segments_info and the id maps in place
+    ref = _run(
+        COCOPanopticEvaluator(name, str(tmp_path / "d2")), _model_outputs(name, seed, with_segments_info)
+    )
+    ours = _run(
+        FastCOCOPanopticEvaluator(name, str(tmp_path / "ours")),
+        _model_outputs(name, seed, with_segments_info),
+    )
+    assert list(ours) == ["panoptic_seg"] and list(ours["panoptic_seg"]) == list(ref["panoptic_seg"])
+    for k, v in ref["panoptic_seg"].items():
+        assert abs(ours["panoptic_seg"][k] - v) <= 1e-7, k  # percent: 1e-9 on [0, 1]
+    assert 0 < ours["panoptic_seg"]["PQ"] < 100
+    with open(tmp_path / "d2" / "predictions.json") as f1, open(tmp_path / "ours" / "predictions.json") as f2:
+        assert json.load(f1) == json.load(f2)
+
+
+def test_bad_prediction_names_image_and_segment(panoptic_gt):
+    name = panoptic_gt[0]
+    ((inp, out),) = _model_outputs(name, 2)[:1]
+    ids, info = out["panoptic_seg"]
+    ev = FastCOCOPanopticEvaluator(name)
+    ev.reset()
+    with pytest.raises(
+        KeyError, match=rf"image_id={inp['image_id']}.*\[{info[0]['id']}\].*not in segments_info"
+    ):
+        ev.process([inp], [{"panoptic_seg": (ids, info[1:])}])
+    with pytest.raises(KeyError, match=rf"image_id={inp['image_id']}.*unknown category_id"):
+        ev.process([inp], [{"panoptic_seg": (ids, [dict(s, isthing=None, category_id=999) for s in info])}])
+    ev.process([inp], [out])
+    with pytest.raises(KeyError, match="no prediction for the image with id"):
+        ev.evaluate()
+
+
+def _cfg(fast):
+    cfg = get_cfg()
+    add_d2ext_config(cfg)
+    cfg.D2EXT.FAST_EVAL = fast
+    return cfg
+
+
+def test_build_evaluator_dispatch(coco_gt, tmp_path):
+    assert type(build_evaluator(_cfg(True), coco_gt, str(tmp_path))) is FastCOCOEvaluator
+    assert type(build_evaluator(_cfg(False), coco_gt, str(tmp_path))).__name__ == "COCOEvaluator"
+
+
+def test_build_evaluator_panoptic(tmp_path):
+    synthetic = pytest.importorskip("d2ext.data.synthetic")
+    synthetic.ensure_synthetic_generated("synth_panoptic_val")
+    # standard registration: no semantic gt, so no SemSegEvaluator
+    evs = build_evaluator(_cfg(True), "synth_panoptic_val", str(tmp_path))
+    assert [type(e) for e in evs._evaluators] == [FastCOCOEvaluator, FastCOCOPanopticEvaluator]
+    evs = build_evaluator(_cfg(False), "synth_panoptic_val_separated", str(tmp_path))
+    assert [type(e).__name__ for e in evs._evaluators] == [
+        "SemSegEvaluator",
+        "COCOEvaluator",
+        "COCOPanopticEvaluator",
+    ]
+
+
+def test_benchmark_cases_registered():
+    from d2ext.benchmarks import load_all_cases
+
+    cases = load_all_cases()
+    assert {"coco_eval", "pq"} <= set(cases)

@@ -1,0 +1,123 @@
+"""FastGeneralizedRCNN / FastPanopticFPN: stock D2 models with d2ext's mask paste give D2's outputs."""
+from unittest import mock
+
+import pytest
+import torch
+
+from detectron2 import model_zoo
+from detectron2.config import get_cfg
+from detectron2.modeling import build_model
+from detectron2.structures import Instances, ROIMasks
+
+import d2ext.modeling.postprocess.fast_paste as fast_paste
+from d2ext import add_d2ext_config
+
+
+def small_cfg(zoo_config: str, meta_arch: str):
+    cfg = get_cfg()
+    add_d2ext_config(cfg)
+    cfg.merge_from_file(model_zoo.get_config_file(zoo_config))
+    cfg.MODEL.META_ARCHITECTURE = meta_arch
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.MODEL.WEIGHTS = ""
+    cfg.MODEL.RESNETS.DEPTH = 18
+    cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64
+    cfg.MODEL.ROI_HEADS.NUM_CLASSES = 3
+    cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = 0.0  # random weights: keep detections
+    cfg.MODEL.RPN.POST_NMS_TOPK_TEST = 64
+    cfg.TEST.DETECTIONS_PER_IMAGE = 20
+    if meta_arch.endswith("PanopticFPN"):
+        cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES = 4
+        cfg.MODEL.PANOPTIC_FPN.COMBINE.INSTANCES_CONFIDENCE_THRESH = 0.0
+    return cfg
+
+
+def build_pair(zoo_config: str, stock: str, fast: str):
+    torch.manual_seed(0)
+    ref = build_model(small_cfg(zoo_config, stock)).eval()
+    ours = build_model(small_cfg(zoo_config, fast)).eval()
+    ours.load_state_dict(ref.state_dict())
+    return ref, ours
+
+
+def inputs(h=200, w=250):
+    image = torch.rand(3, h, w, generator=torch.Generator().manual_seed(0)) * 255
+    # output size != input size: boxes are rescaled before pasting
+    return [{"image": image, "height": h * 3 // 2, "width": w * 3 // 2}]
+
+
+def assert_same_instances(a, b):
+    assert len(a) > 0 and len(a) == len(b)
+    assert torch.equal(a.pred_boxes.tensor, b.pred_boxes.tensor)
+    assert torch.equal(a.scores, b.scores) and torch.equal(a.pred_classes, b.pred_classes)
+    assert a.pred_masks.dtype == b.pred_masks.dtype == torch.bool
+    assert a.pred_masks.shape == b.pred_masks.shape == (len(a), 300, 375)
+    assert (a.pred_masks == b.pred_masks).float().mean() >= 0.9999
+
+
+@pytest.fixture(scope="module")
+def mask_rcnn_pair():
+    return build_pair("COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml", "GeneralizedRCNN", "FastGeneralizedRCNN")
+
+
+def test_fast_generalized_rcnn_matches_stock_mask_rcnn(mask_rcnn_pair):
+    ref, ours = mask_rcnn_pair
+    assert ours.fast_paste_masks
+    with torch.no_grad():
+        expected = ref(inputs())[0]["instances"]
+        with mock.patch.object(fast_paste, "paste_masks", wraps=fast_paste.paste_masks) as spy:
+            got = ours(inputs())[0]["instances"]
+    assert spy.call_count == 1  # the fast path ran
+    assert_same_instances(expected, got)
+
+
+def test_fast_generalized_rcnn_other_inference_paths(mask_rcnn_pair):
+    _, ours = mask_rcnn_pair
+    small = inputs(64, 80)
+    with torch.no_grad():
+        # raw outputs are untouched: (R, 1, M, M) probabilities, and the hook is removed after
+        raw = ours.inference(small, do_postprocess=False)[0]
+        assert isinstance(raw.pred_masks, torch.Tensor) and raw.pred_masks.shape[1] == 1
+        assert not ours.roi_heads.mask_head._forward_hooks
+        # given boxes (mask head only) also goes through the fast paste
+        boxes_only = Instances(raw.image_size, pred_boxes=raw.pred_boxes, pred_classes=raw.pred_classes)
+        with mock.patch.object(fast_paste, "paste_masks", wraps=fast_paste.paste_masks) as spy:
+            given = ours.inference(small, detected_instances=[boxes_only])[0]["instances"]
+    assert spy.call_count == 1 and given.pred_masks.shape == (len(raw), 96, 120)
+
+
+def test_fast_paste_switch():
+    cfg = small_cfg("COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml", "FastGeneralizedRCNN")
+    assert fast_paste._fast_paste_from_cfg(cfg) == {"fast_paste_masks": True}
+    cfg.MODEL.FAST_POSTPROCESS.PASTE_MASKS = False
+    assert fast_paste._fast_paste_from_cfg(cfg) == {"fast_paste_masks": False}
+    head = torch.nn.Module()
+    head.mask_head = torch.nn.Identity()
+    with fast_paste._masks_pasted_by_d2ext(head, enabled=False):
+        assert not head.mask_head._forward_hooks
+    with fast_paste._masks_pasted_by_d2ext(head, enabled=True):
+        assert len(head.mask_head._forward_hooks) == 1
+    assert not head.mask_head._forward_hooks
+
+
+def test_fast_panoptic_fpn_matches_stock():
+    ref, ours = build_pair("COCO-PanopticSegmentation/Base-Panoptic-FPN.yaml", "PanopticFPN", "FastPanopticFPN")
+    with torch.no_grad():
+        expected = ref(inputs())[0]
+        with mock.patch.object(fast_paste, "paste_masks", wraps=fast_paste.paste_masks) as spy:
+            got = ours(inputs())[0]
+    assert spy.call_count == 1
+    assert_same_instances(expected["instances"], got["instances"])
+    assert torch.equal(expected["sem_seg"], got["sem_seg"])
+    seg_a, info_a = expected["panoptic_seg"]
+    seg_b, info_b = got["panoptic_seg"]
+    assert (seg_a == seg_b).float().mean() >= 0.9999 and info_a == info_b
+
+
+def test_pasted_roi_masks_keeps_its_type():
+    masks = fast_paste.PastedROIMasks(torch.rand(5, 28, 28))
+    sub = masks[torch.tensor([True, False, True, False, True])]
+    assert isinstance(sub, fast_paste.PastedROIMasks) and isinstance(sub, ROIMasks) and len(sub) == 3
+    assert isinstance(masks.to(torch.device("cpu")), fast_paste.PastedROIMasks)
+    with pytest.raises(ValueError):
+        masks[0]
