@@ -31,7 +31,14 @@ def build_evaluator(cfg: CfgNode, dataset_name: str, output_folder: Optional[str
     # ground truth: D2's "separated" registration has sem_seg_root, the standard one need not
     if evaluator_type == "sem_seg" or (panoptic and meta.get("sem_seg_root", None)):
         evaluators.append(SemSegEvaluator(dataset_name, distributed=True, output_dir=output_folder))
-    if evaluator_type == "coco" or (panoptic and meta.get("json_file", None)):
+    # D2's COCOEvaluator assumes thing_classes lists the json's categories; the 'standard'
+    # panoptic registration lists things and stuff there (ours handles it: _class_names)
+    standard_panoptic = len(meta.get("thing_classes", [])) != len(
+        meta.get("thing_dataset_id_to_contiguous_id", meta.get("thing_classes", []))
+    )
+    if evaluator_type == "coco" or (
+        panoptic and meta.get("json_file", None) and (fast or not standard_panoptic)
+    ):
         evaluators.append(coco_cls(dataset_name, output_dir=output_folder))
     if panoptic:
         evaluators.append(panoptic_cls(dataset_name, output_folder))

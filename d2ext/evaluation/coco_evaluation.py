@@ -194,6 +194,18 @@ class FastCOCOEvaluator(COCOEvaluator):
             if len(prediction) > 1:
                 self._predictions.append(prediction)
 
+    def _class_names(self):
+        """Names of the evaluated categories in dataset-id order (COCOeval's catIds order).
+
+        With D2's 'standard' panoptic registration (``register_coco_panoptic``) ``thing_classes``
+        names every class, things and stuff, while the instance json holds the things only: their
+        names are picked through ``thing_dataset_id_to_contiguous_id``."""
+        names = self._metadata.get("thing_classes", None)
+        mapping = self._metadata.get("thing_dataset_id_to_contiguous_id", None)
+        if names is not None and mapping and len(names) != len(mapping):
+            names = [names[mapping[k]] for k in sorted(mapping)]
+        return names
+
     def _eval_predictions(self, predictions: List[Dict], img_ids=None):
         """As D2's ``_eval_predictions`` (category un-mapping, json dump, per-task results) with
         :func:`evaluate_predictions_on_coco_fast` as the engine."""
@@ -241,5 +253,5 @@ class FastCOCOEvaluator(COCOEvaluator):
                 if len(coco_results) > 0
                 else None  # as D2: COCOeval does not handle empty results
             )
-            res = self._derive_coco_results(coco_eval, task, class_names=self._metadata.get("thing_classes"))
+            res = self._derive_coco_results(coco_eval, task, class_names=self._class_names())
             self._results[task] = res

@@ -1,1 +1,31 @@
-"""upsnet (registration happens on import)."""
+"""UPSNet (Xiong et al., CVPR 2019) on stock D2 Mask R-CNN. Importing registers the ``UPSNet``
+meta-architecture and the ``UPSNetPanopticMapper`` train mapper (d2ext.data.MAPPER_REGISTRY);
+config keys: :func:`d2ext.config.add_upsnet_config`."""
+
+from d2ext.config.upsnet import add_upsnet_config
+
+from .dataset_mapper import UPSNetPanopticMapper
+from .label_space import PanopticLabelSpace
+from .meta_arch import UPSNet
+from .panoptic_head import (
+    UPSNetPanopticHead,
+    panoptic_logits,
+    panoptic_targets,
+    remove_overlapping_masks,
+    select_panoptic_detections,
+)
+from .semantic_head import DeformConvWithOffset, UPSNetSemanticHead
+
+__all__ = [
+    "add_upsnet_config",
+    "DeformConvWithOffset",
+    "PanopticLabelSpace",
+    "UPSNet",
+    "UPSNetPanopticHead",
+    "UPSNetPanopticMapper",
+    "UPSNetSemanticHead",
+    "panoptic_logits",
+    "panoptic_targets",
+    "remove_overlapping_masks",
+    "select_panoptic_detections",
+]

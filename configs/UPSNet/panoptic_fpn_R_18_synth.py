@@ -1,0 +1,81 @@
+"""LazyConfig twin of panoptic_fpn_R_18_synth.yaml: stock D2 Panoptic FPN, R-18 FPN from scratch
+on synth_panoptic ("separated" labels), the budget of Base-synth-panoptic-R18.yaml.
+
+    python .venv/d2-tools/lazyconfig_train_net.py \
+        --config-file configs/UPSNet/panoptic_fpn_R_18_synth.py
+"""
+
+from omegaconf import OmegaConf
+
+import detectron2.data.transforms as T
+from detectron2.config import LazyCall as L
+from detectron2.data import DatasetMapper, build_detection_test_loader, build_detection_train_loader
+from detectron2.data import get_detection_dataset_dicts
+from detectron2.evaluation import COCOEvaluator, COCOPanopticEvaluator, SemSegEvaluator
+from detectron2.model_zoo import get_config
+
+from ..common.synth_schedule import lr_multiplier, optimizer, train
+
+import d2ext  # noqa: F401,I001  (registers synth_panoptic_*)
+
+model = get_config("common/models/panoptic_fpn.py").model
+_bottom_up = model.backbone.bottom_up  # "_": not a config key
+_bottom_up.stem.norm = "BN"
+_bottom_up.stages.depth = 18
+_bottom_up.stages.norm = "BN"
+del _bottom_up.stages.stride_in_1x1  # BasicBlock has no 1x1 conv
+_bottom_up.freeze_at = 0
+model.backbone.out_channels = 128  # and every head reading the FPN:
+model.proposal_generator.head.in_channels = 128
+model.roi_heads.box_head.input_shape.channels = 128
+model.roi_heads.mask_head.input_shape.channels = 128
+model.pixel_mean = [127.5, 127.5, 127.5]
+model.pixel_std = [64.0, 64.0, 64.0]
+model.input_format = "BGR"
+model.proposal_generator.anchor_generator.sizes = [[16], [32], [64], [128], [256]]
+model.proposal_generator.post_nms_topk = (300, 300)
+model.roi_heads.num_classes = 6
+model.roi_heads.batch_size_per_image = 128
+model.roi_heads.mask_head.num_classes = 6
+model.sem_seg_head.num_classes = 4  # 3 stuff + "things"
+model.combine_stuff_area_thresh = 256
+
+dataloader = OmegaConf.create()
+dataloader.train = L(build_detection_train_loader)(
+    dataset=L(get_detection_dataset_dicts)(names="synth_panoptic_train_separated"),
+    mapper=L(DatasetMapper)(
+        is_train=True,
+        augmentations=[
+            L(T.ResizeShortestEdge)(short_edge_length=192, max_size=192),
+            L(T.RandomFlip)(horizontal=True),
+        ],
+        image_format="BGR",
+        use_instance_mask=True,
+        instance_mask_format="bitmask",
+    ),
+    total_batch_size=2,
+    num_workers=2,
+)
+dataloader.test = L(build_detection_test_loader)(
+    dataset=L(get_detection_dataset_dicts)(
+        names="synth_panoptic_val_separated", filter_empty=False
+    ),
+    mapper=L(DatasetMapper)(
+        is_train=False,
+        augmentations=[L(T.ResizeShortestEdge)(short_edge_length=192, max_size=192)],
+        image_format="BGR",
+    ),
+    num_workers=2,
+)
+dataloader.evaluator = [
+    L(COCOEvaluator)(dataset_name="${...test.dataset.names}"),
+    L(SemSegEvaluator)(dataset_name="${...test.dataset.names}"),
+    L(COCOPanopticEvaluator)(dataset_name="${...test.dataset.names}"),
+]
+
+optimizer.lr = 0.01
+train.max_iter = 400
+train.checkpointer.period = 100
+lr_multiplier.scheduler.milestones = [300, 370]
+lr_multiplier.warmup_length = 50 / 400
+train.output_dir = "output/panoptic_fpn_R_18_synth_lazy"

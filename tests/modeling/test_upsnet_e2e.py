@@ -1,0 +1,253 @@
+"""UPSNet end to end on CPU with tiny inputs: train steps on edge-case batches, inference with no
+detections, the semantic head's deformable conv, the mapper, and D2's unchanged panoptic
+evaluator and Visualizer on the model's outputs."""
+
+import os
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from detectron2.config import get_cfg
+from detectron2.modeling import build_model
+from detectron2.structures import BitMasks, Instances
+from detectron2.utils.events import EventStorage
+
+from d2ext import add_d2ext_config
+from d2ext.modeling.upsnet import (
+    DeformConvWithOffset,
+    PanopticLabelSpace,
+    UPSNet,
+    UPSNetPanopticMapper,
+)
+
+S, T = 2, 3
+
+
+CONFIG = os.path.join(
+    os.path.dirname(__file__), "..", "..", "configs", "UPSNet", "upsnet_R_18_synth.yaml"
+)
+# a tiny UPSNet (small FPN and heads, few RoIs) with the paper's deformable semantic head
+TINY = {
+    "DATASETS.TRAIN": "()",
+    "DATASETS.TEST": "()",
+    "MODEL.ROI_HEADS.NUM_CLASSES": T,
+    "MODEL.UPSNET.NUM_STUFF_CLASSES": S,
+    "MODEL.FPN.OUT_CHANNELS": 32,
+    "MODEL.RPN.POST_NMS_TOPK_TRAIN": 50,
+    "MODEL.RPN.POST_NMS_TOPK_TEST": 50,
+    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE": 32,
+    "MODEL.ROI_BOX_HEAD.FC_DIM": 64,
+    "MODEL.ROI_MASK_HEAD.CONV_DIM": 32,
+    "MODEL.UPSNET.SEM_SEG_HEAD.CONV_DIM": 16,
+    "MODEL.UPSNET.SEM_SEG_HEAD.DEFORMABLE": True,
+    "MODEL.UPSNET.ROI_SEM_SEG_LOSS_WEIGHT": 0.04,
+    "MODEL.UPSNET.PANOPTIC.STUFF_AREA_LIMIT": 16,
+}
+
+
+def tiny_cfg(**opts):
+    cfg = get_cfg()
+    add_d2ext_config(cfg)
+    cfg.merge_from_file(CONFIG)
+    for key, value in {**TINY, **opts}.items():
+        cfg.merge_from_list([key, value])
+    return cfg
+
+
+def _input(h, w, sem, masks, classes):
+    inst = Instances((h, w))
+    inst.gt_masks = BitMasks(masks)
+    inst.gt_boxes = inst.gt_masks.get_bounding_boxes()
+    inst.gt_classes = torch.as_tensor(classes, dtype=torch.long)
+    return {
+        "image": torch.randint(0, 256, (3, h, w), dtype=torch.uint8),
+        "sem_seg": sem,
+        "instances": inst,
+        "file_name": f"img_{h}x{w}",
+    }
+
+
+def edge_case_batch():
+    h, w = 64, 80
+    # 1) stuff only, no instances
+    stuff_only = _input(
+        h, w, torch.randint(0, S, (h, w)), torch.zeros(0, h, w, dtype=torch.bool), []
+    )
+    # 2) things only (no stuff pixel), with a crowd region (thing label, no instance)
+    sem = torch.full((h, w), S + 0)
+    masks = torch.zeros(2, h, w, dtype=torch.bool)
+    masks[0, :, :40] = True
+    masks[1, :32, 40:] = True
+    sem[masks[1]] = S + 2
+    things_only = _input(h, w, sem, masks, [0, 2])  # rows 32: x 40: are a crowd of class 0
+    # 3) mixed with ignored pixels
+    sem = torch.randint(0, S, (h - 8, w))
+    sem[:4] = 255
+    masks = torch.zeros(3, h - 8, w, dtype=torch.bool)
+    masks[0, 10:30, 10:30] = True
+    masks[1, 20:50, 40:70] = True
+    masks[2, 40:44, 2:6] = True
+    for m, c in zip(masks, [1, 1, 2]):
+        sem[m] = S + c
+    mixed = _input(h - 8, w, sem, masks, [1, 1, 2])
+    return [stuff_only, things_only, mixed]
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return build_model(tiny_cfg())
+
+
+def test_train_step_edge_cases(model):
+    assert isinstance(model, UPSNet)
+    model.train()
+    with EventStorage():
+        losses = model(edge_case_batch())
+        for key in ("loss_sem_seg", "loss_sem_seg_roi", "loss_panoptic", "loss_mask", "loss_cls"):
+            assert key in losses and torch.isfinite(losses[key]), key
+        model.zero_grad()
+        sum(losses.values()).backward()
+    assert model.sem_seg_head.score.weight.grad.abs().sum() > 0
+    assert model.roi_heads.mask_head.predictor.weight.grad.abs().sum() > 0
+    # every image without instances: the panoptic loss still exists (stuff + unknown)
+    with EventStorage():
+        losses = model([edge_case_batch()[0]] * 2)
+    assert torch.isfinite(losses["loss_panoptic"]) and losses["loss_panoptic"] > 0
+
+
+def test_train_input_without_sem_seg_is_a_clear_error(model):
+    model.train()
+    x = edge_case_batch()[0]
+    del x["sem_seg"]
+    with pytest.raises(KeyError, match="img_64x80.*sem_seg"):
+        model([x])
+
+
+def test_inference_without_detections_gives_stuff_or_void(model):
+    model.eval()
+    model.panoptic_head.score_thresh = 1.01  # nothing passes
+    try:
+        with torch.no_grad():
+            out = model(
+                [
+                    {
+                        "image": torch.randint(0, 256, (3, 64, 80), dtype=torch.uint8),
+                        "height": 32,
+                        "width": 40,
+                    }
+                ]
+            )[0]
+    finally:
+        model.panoptic_head.score_thresh = 0.6
+    pan, info = out["panoptic_seg"]
+    assert pan.shape == (32, 40) and pan.dtype == torch.int32
+    assert out["sem_seg"].shape == (S + T, 32, 40)
+    assert isinstance(out["instances"], Instances)
+    assert all(not s["isthing"] for s in info)
+    assert set(pan.unique().tolist()) <= {0} | {s["id"] for s in info}
+    for s in info:
+        assert s["category_id"] in range(S) and s["area"] == int((pan == s["id"]).sum())
+
+
+def test_deform_conv_starts_as_plain_conv():
+    torch.manual_seed(0)
+    conv = DeformConvWithOffset(4, 6)
+    x = torch.randn(2, 4, 9, 7)
+    torch.testing.assert_close(conv(x), F.conv2d(x, conv.weight, conv.bias, padding=1))
+    assert conv.conv_offset.weight.abs().sum() == 0
+
+
+def _write_panoptic_sample(tmp_path):
+    """A 16x20 image whose PNG has stuff (id 5), a thing (id 7), a crowd thing (id 9) and void."""
+    ids = np.zeros((16, 20), np.int64)
+    ids[:8] = 5
+    ids[8:, :10] = 7
+    ids[8:, 10:15] = 9
+    rgb = np.stack([ids % 256, ids // 256 % 256, ids // 65536], axis=2).astype(np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "pan.png")
+    Image.fromarray(np.zeros((16, 20, 3), np.uint8)).save(tmp_path / "img.jpg")
+    segments = [
+        {"id": 5, "category_id": 1, "isthing": False, "iscrowd": 0},
+        {"id": 7, "category_id": 2, "isthing": True, "iscrowd": 0},
+        {"id": 9, "category_id": 0, "isthing": True, "iscrowd": 1},
+    ]
+    return {
+        "file_name": str(tmp_path / "img.jpg"),
+        "pan_seg_file_name": str(tmp_path / "pan.png"),
+        "height": 16,
+        "width": 20,
+        "image_id": 1,
+        "segments_info": segments,
+    }
+
+
+def test_mapper_standard_labels_from_panoptic_png(tmp_path):
+    # one joint id space, things and stuff interleaved: things {0, 2}, stuff {1, 3}
+    space = PanopticLabelSpace(thing_ids=(0, 2), stuff_ids=(1, 3))
+    mapper = UPSNetPanopticMapper(
+        is_train=True, augmentations=[], image_format="BGR", label_space=space
+    )
+    d = _write_panoptic_sample(tmp_path)
+    out = mapper(d)
+    sem = out["sem_seg"]
+    assert (sem[:8] == 0).all()  # stuff id 1 -> stuff 0
+    assert (sem[8:, :10] == 2 + 1).all()  # thing id 2 -> thing 1 -> S + 1
+    assert (sem[8:, 10:15] == 2 + 0).all()  # crowd keeps its class in the semantic labels
+    assert (sem[8:, 15:] == 255).all()  # void
+    inst = out["instances"]
+    assert inst.gt_classes.tolist() == [1]  # crowd excluded
+    assert inst.gt_boxes.tensor.tolist() == [[0.0, 8.0, 10.0, 16.0]]
+    assert out["image"].shape == (3, 16, 20)
+
+    bad = dict(d, segments_info=[{"id": 5, "category_id": 7, "isthing": False}])
+    with pytest.raises(ValueError, match="img.jpg.*contiguous id 7"):
+        mapper(bad)
+    no_png = {k: v for k, v in d.items() if k != "pan_seg_file_name"}
+    with pytest.raises(KeyError, match="img.jpg.*pan_seg_file_name"):
+        mapper(no_png)
+
+
+def test_outputs_work_with_d2_panoptic_evaluator_and_visualizer(tmp_path):
+    from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
+    from detectron2.data import build_detection_test_loader
+    from detectron2.evaluation import COCOPanopticEvaluator, inference_on_dataset
+    from detectron2.utils.visualizer import Visualizer
+
+    from d2ext.data.synthetic.register import register_synthetic_panoptic
+
+    name = "upsnet_test_tiny_panoptic"
+    register_synthetic_panoptic(name, root=str(tmp_path), num_images=2, image_size=(64, 64), seed=5)
+    DatasetCatalog.get(name)  # generate
+    meta = MetadataCatalog.get(name)
+    cfg = tiny_cfg(
+        **{
+            "DATASETS.TRAIN": f"('{name}',)",
+            "MODEL.ROI_HEADS.NUM_CLASSES": len(meta.thing_dataset_id_to_contiguous_id),
+            "MODEL.UPSNET.NUM_STUFF_CLASSES": len(meta.stuff_dataset_id_to_contiguous_id),
+            "MODEL.UPSNET.PANOPTIC.SCORE_THRESH": 0.0,  # untrained: let detections through
+            "MODEL.UPSNET.PANOPTIC.STUFF_OVERRIDE_FRACTION": 0.0,
+        }
+    )
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    num_stuff = cfg.MODEL.UPSNET.NUM_STUFF_CLASSES
+    with torch.no_grad():  # untrained: make the semantic head favour things, so that instances win
+        model.sem_seg_head.score.bias[:num_stuff] = -10.0
+        model.sem_seg_head.score.bias[num_stuff:] = 10.0
+    loader = build_detection_test_loader(
+        DatasetCatalog.get(name), mapper=DatasetMapper(cfg, is_train=False)
+    )
+    evaluator = COCOPanopticEvaluator(name, str(tmp_path / "eval"))
+    res = inference_on_dataset(model, loader, evaluator)
+    assert set(res["panoptic_seg"]) >= {"PQ", "SQ", "RQ", "PQ_th", "PQ_st"}
+
+    with torch.no_grad():
+        out = model([{"image": torch.zeros(3, 64, 64, dtype=torch.uint8)}])[0]
+    pan, info = out["panoptic_seg"]
+    assert any(s["isthing"] for s in info)
+    vis = Visualizer(np.zeros((64, 64, 3), np.uint8), meta).draw_panoptic_seg(pan, info)
+    assert vis.get_image().shape == (64, 64, 3)
