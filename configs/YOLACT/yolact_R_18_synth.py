@@ -1,0 +1,47 @@
+"""LazyConfig twin of yolact_R_18_synth.yaml: YOLACT R-18 from scratch on synth_shapes (CPU).
+
+    python .venv/d2-tools/lazyconfig_train_net.py --config-file configs/YOLACT/yolact_R_18_synth.py
+"""
+import torch
+
+import detectron2.data.transforms as T
+from detectron2.config import LazyCall as L
+from detectron2.config import get_cfg
+from detectron2.solver.build import maybe_add_gradient_clipping
+
+from ..common.synth_data import dataloader
+from ..common.synth_schedule import lr_multiplier, optimizer, train  # noqa: F401
+from .yolact_lazy_common import model
+from d2ext.modeling.yolact import YOLACTDatasetMapper
+
+_bottom_up = model.backbone.bottom_up
+_bottom_up.stem.norm = "BN"  # from scratch: trainable BatchNorm
+_bottom_up.stages.depth = 18
+_bottom_up.stages.norm = "BN"
+del _bottom_up.stages.stride_in_1x1  # BasicBlock has no 1x1 conv
+_bottom_up.freeze_at = 0
+model.num_classes = 6
+model.input_size = 256
+model.anchor_generator.sizes = [[12], [24], [48], [96], [192]]  # paper sizes scaled to 256 px
+model.anchor_generator.square_anchors = False
+model.pixel_mean = [127.5, 127.5, 127.5]
+model.pixel_std = [64.0, 64.0, 64.0]
+
+dataloader.train.mapper = L(YOLACTDatasetMapper)(
+    is_train=True,
+    augmentations=[L(T.Resize)(shape=(256, 256)), L(T.RandomFlip)(horizontal=True)],
+    image_format="BGR",
+    use_instance_mask=True,
+    instance_mask_format="bitmask",
+)
+
+# lr 0.005 with per-parameter gradient-norm clipping at 1 (see the yacs twin for why), through
+# D2's own wrapper (what SOLVER.CLIP_GRADIENTS does for the yacs config)
+_clip_cfg = get_cfg()
+_clip_cfg.SOLVER.CLIP_GRADIENTS.ENABLED = True
+_clip_cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "norm"
+_clip_cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 1.0
+optimizer._target_ = maybe_add_gradient_clipping(_clip_cfg, torch.optim.SGD)
+optimizer.lr = 0.005
+
+train.output_dir = "output/yolact_R_18_synth_lazy"

@@ -1,0 +1,204 @@
+"""YOLACT training targets and losses (the original ``MultiBoxLoss`` with its defaults).
+
+Coordinates: anchors and GT boxes are XYXY in pixels of the S x S network input; crops and mask
+areas use the same boxes normalised to [0, 1].
+"""
+from typing import Dict, List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from detectron2.config import configurable
+from detectron2.modeling.box_regression import Box2BoxTransform
+from detectron2.modeling.matcher import Matcher
+from detectron2.structures import Boxes, pairwise_ioa, pairwise_iou
+
+from .crop import crop_masks
+
+__all__ = ["YOLACTLoss", "match_with_forced_best"]
+
+
+def match_with_forced_best(matcher: Matcher, iou: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """D2 ``Matcher`` thresholds plus the original's forcing: greedily, the globally best
+    remaining (GT, anchor) pair is matched and both are removed, so every GT owns one anchor.
+
+    Args:
+        iou: (G, R) IoU of G GT boxes with R anchors.
+    Returns:
+        matched GT index (R,), label (R,) in {0: background, -1: ignore, 1: foreground}.
+    """
+    matches, labels = matcher(iou)
+    if iou.numel() == 0:
+        return matches, labels
+    overlaps = iou.clone()
+    for _ in range(overlaps.shape[0]):
+        best_prior_overlap, best_prior_idx = overlaps.max(1)
+        j = best_prior_overlap.max(0)[1]
+        i = best_prior_idx[j]
+        overlaps[:, i] = -1
+        overlaps[j, :] = -1
+        matches[i] = j
+        labels[i] = 1
+    return matches, labels
+
+
+class YOLACTLoss(nn.Module):
+    """Box smooth-L1, OHEM softmax CE, prototype mask BCE and semantic-seg BCE losses."""
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        box2box_transform: Box2BoxTransform,
+        anchor_matcher: Matcher,
+        crowd_iou_threshold: float = 0.7,
+        neg_pos_ratio: int = 3,
+        box_weight: float = 1.5,
+        cls_weight: float = 1.0,
+        mask_weight: float = 6.125,
+        sem_seg_weight: float = 1.0,
+        masks_to_train: int = 100,
+    ):
+        super().__init__()
+        self.box2box_transform = box2box_transform
+        self.anchor_matcher = anchor_matcher
+        self.crowd_iou_threshold = crowd_iou_threshold
+        self.neg_pos_ratio = neg_pos_ratio
+        self.box_weight = box_weight
+        self.cls_weight = cls_weight
+        self.mask_weight = mask_weight
+        self.sem_seg_weight = sem_seg_weight
+        self.masks_to_train = masks_to_train
+
+    @classmethod
+    def from_config(cls, cfg):
+        c = cfg.MODEL.YOLACT
+        return {
+            "box2box_transform": Box2BoxTransform(weights=c.BBOX_REG_WEIGHTS),
+            "anchor_matcher": Matcher(c.IOU_THRESHOLDS, c.IOU_LABELS, allow_low_quality_matches=False),
+            "crowd_iou_threshold": c.CROWD_IOU_THRESHOLD,
+            "neg_pos_ratio": c.NEG_POS_RATIO,
+            "box_weight": c.LOSS_BOX_WEIGHT,
+            "cls_weight": c.LOSS_CLS_WEIGHT,
+            "mask_weight": c.LOSS_MASK_WEIGHT,
+            "sem_seg_weight": c.LOSS_SEM_SEG_WEIGHT,
+            "masks_to_train": c.MASKS_TO_TRAIN,
+        }
+
+    @torch.no_grad()
+    def label_anchors(
+        self, anchors: Boxes, gt_boxes: Boxes, gt_classes: torch.Tensor, crowd_boxes: Optional[Boxes]
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Per image: class targets (R,) (-1 ignore, 0 background, c + 1 foreground) and the
+        matched GT index (R,) (meaningful where the target is > 0)."""
+        iou = pairwise_iou(gt_boxes, anchors)
+        matches, labels = match_with_forced_best(self.anchor_matcher, iou)
+        labels = labels.long()
+        cls_t = torch.where(labels > 0, gt_classes[matches] + 1, labels) if len(gt_classes) else labels
+        if crowd_boxes is not None and len(crowd_boxes) and self.crowd_iou_threshold < 1:
+            # fraction of each anchor covered by a crowd box (the original's iscrowd jaccard)
+            best_crowd = pairwise_ioa(crowd_boxes, anchors).max(dim=0).values  # inter / anchor area
+            cls_t[(cls_t <= 0) & (best_crowd > self.crowd_iou_threshold)] = -1
+        return cls_t, matches
+
+    def forward(
+        self,
+        anchors: Boxes,
+        targets: List[Dict[str, torch.Tensor]],
+        pred_deltas: torch.Tensor,
+        pred_logits: torch.Tensor,
+        pred_coeffs: torch.Tensor,
+        protos: torch.Tensor,
+        sem_seg_logits: Optional[torch.Tensor],
+        input_size: int,
+    ) -> Dict[str, torch.Tensor]:
+        """
+        Args:
+            anchors: (R, 4) XYXY pixels of the S x S input.
+            targets: per image, ``boxes`` (G, 4) XYXY normalised, ``classes`` (G,) 0-based,
+                ``masks`` (G, H, W) float 0/1 at any resolution, ``crowd_boxes`` (Gc, 4)
+                normalised or None.
+            pred_deltas (N, R, 4), pred_logits (N, R, C + 1), pred_coeffs (N, R, k) (tanh'd),
+            protos (N, k, Hp, Wp) (ReLU'd), sem_seg_logits (N, C, h3, w3) or None.
+            input_size: S.
+        """
+        n = pred_deltas.shape[0]
+        cls_t, box_t, matches = [], [], []
+        for tgt in targets:
+            gt = Boxes(tgt["boxes"] * input_size)
+            crowd = Boxes(tgt["crowd_boxes"] * input_size) if tgt.get("crowd_boxes") is not None else None
+            c, m = self.label_anchors(anchors, gt, tgt["classes"], crowd)
+            cls_t.append(c)
+            matches.append(m)
+            box_t.append(gt.tensor[m] if len(gt) else anchors.tensor)
+        cls_t = torch.stack(cls_t)  # (N, R)
+        pos = cls_t > 0
+        num_pos = pos.sum(1)
+        total_pos = num_pos.sum().clamp(min=1).float()
+
+        deltas_t = torch.stack([self.box2box_transform.get_deltas(anchors.tensor, b) for b in box_t])
+        loss_box = F.smooth_l1_loss(pred_deltas[pos], deltas_t[pos], reduction="sum") * self.box_weight
+
+        losses = {
+            "loss_box": loss_box / total_pos,
+            "loss_cls": self._ohem_cls_loss(pred_logits, cls_t, pos, num_pos) / total_pos,
+            "loss_mask": self._mask_loss(targets, cls_t, matches, pred_coeffs, protos)
+            / total_pos,
+        }
+        if sem_seg_logits is not None:
+            losses["loss_sem_seg"] = self._sem_seg_loss(sem_seg_logits, targets) / n
+        return losses
+
+    def _ohem_cls_loss(self, logits, cls_t, pos, num_pos) -> torch.Tensor:
+        # rank negatives by logsumexp(logits) - logit_bg = -log p(background): a smooth
+        # "best class vs background" margin (the original, ohem_use_most_confident=False)
+        with torch.no_grad():
+            rank_loss = torch.logsumexp(logits, dim=2) - logits[:, :, 0]
+            rank_loss[pos] = 0
+            rank_loss[cls_t < 0] = 0
+            _, loss_idx = rank_loss.sort(1, descending=True)
+            _, idx_rank = loss_idx.sort(1)
+            num_neg = torch.clamp(self.neg_pos_ratio * num_pos, max=pos.shape[1] - 1)
+            neg = idx_rank < num_neg[:, None]
+            neg &= ~pos & (cls_t >= 0)
+        sel = pos | neg
+        return F.cross_entropy(logits[sel], cls_t[sel], reduction="sum") * self.cls_weight
+
+    def _mask_loss(self, targets, cls_t, matches, coeffs, protos) -> torch.Tensor:
+        hp, wp = protos.shape[-2:]
+        loss = protos.sum() * 0.0
+        for i, tgt in enumerate(targets):
+            pos_idx = torch.nonzero(cls_t[i] > 0).squeeze(1)
+            if pos_idx.numel() == 0:
+                continue
+            with torch.no_grad():
+                gt_masks = F.interpolate(tgt["masks"][None].float(), (hp, wp), mode="bilinear", align_corners=False)[0]
+                gt_masks = (gt_masks > 0.5).float()
+                gt_idx = matches[i][pos_idx]
+            old_num = pos_idx.numel()
+            if old_num > self.masks_to_train:
+                select = torch.randperm(old_num, device=pos_idx.device)[: self.masks_to_train]
+                pos_idx, gt_idx = pos_idx[select], gt_idx[select]
+            boxes = tgt["boxes"][gt_idx]
+            pred = torch.sigmoid(torch.einsum("khw,nk->nhw", protos[i], coeffs[i, pos_idx]))
+            pred = crop_masks(pred, boxes)
+            bce = F.binary_cross_entropy(pred.clamp(0, 1), gt_masks[gt_idx], reduction="none").sum(dim=(1, 2))
+            # per-instance normalisation by the GT box area in prototype pixels
+            area = ((boxes[:, 2] - boxes[:, 0]) * wp) * ((boxes[:, 3] - boxes[:, 1]) * hp)
+            loss = loss + (bce / area).sum() * (old_num / pos_idx.numel())
+        return loss * self.mask_weight
+
+    def _sem_seg_loss(self, logits: torch.Tensor, targets) -> torch.Tensor:
+        n, c, h, w = logits.shape
+        loss = logits.sum() * 0.0
+        for i, tgt in enumerate(targets):
+            with torch.no_grad():
+                seg_t = torch.zeros_like(logits[i])
+                if len(tgt["classes"]):
+                    m = F.interpolate(tgt["masks"][None].float(), (h, w), mode="bilinear", align_corners=False)[0]
+                    m = (m > 0.5).float()
+                    for cls, mask in zip(tgt["classes"].tolist(), m):
+                        seg_t[cls] = torch.maximum(seg_t[cls], mask)
+            loss = loss + F.binary_cross_entropy_with_logits(logits[i], seg_t, reduction="sum")
+        return loss / h / w * self.sem_seg_weight

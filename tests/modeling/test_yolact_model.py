@@ -1,0 +1,262 @@
+"""YOLACT on tiny CPU inputs: shapes, losses on odd GT, inference outputs, Fast NMS, crop."""
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from detectron2.config import get_cfg
+from detectron2.modeling import build_model
+from detectron2.modeling.matcher import Matcher
+from detectron2.structures import BitMasks, Boxes, Instances, PolygonMasks
+from detectron2.utils.events import EventStorage
+
+from d2ext import add_d2ext_config
+from d2ext.layers import assemble_masks
+from d2ext.modeling.yolact import ProtoNet, YOLACTLoss, crop_masks, fast_nms, standard_nms
+from d2ext.modeling.yolact.loss import match_with_forced_best
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+
+
+def tiny_cfg(size=128, **yolact):
+    cfg = get_cfg()
+    add_d2ext_config(cfg)
+    cfg.merge_from_file(os.path.join(REPO, "configs", "YOLACT", "yolact_R_18_synth.yaml"))
+    cfg.MODEL.YOLACT.INPUT_SIZE = size
+    cfg.MODEL.YOLACT.NUM_CLASSES = 3
+    cfg.MODEL.YOLACT.FPN_OUT_CHANNELS = 32
+    cfg.MODEL.YOLACT.PROTO_CONV_DIM = 32
+    cfg.MODEL.YOLACT.HEAD_CONV_DIM = 32
+    cfg.MODEL.YOLACT.NUM_PROTOTYPES = 8
+    cfg.MODEL.ANCHOR_GENERATOR.SIZES = [[8], [16], [32], [64], [128]]
+    for k, v in yolact.items():
+        cfg.MODEL.YOLACT[k] = v
+    return cfg
+
+
+def make_input(h=96, w=112, boxes=((10, 12, 50, 60), (40, 30, 100, 90)), classes=(0, 2), polygons=False, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    image = (torch.rand(3, h, w, generator=g) * 255).to(torch.uint8)
+    inst = Instances((h, w))
+    inst.gt_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4))
+    inst.gt_classes = torch.tensor(classes, dtype=torch.int64)
+    if polygons:
+        inst.gt_masks = PolygonMasks([[np.array([x1, y1, x2, y1, x2, y2, x1, y2], dtype=np.float64)] for x1, y1, x2, y2 in boxes])
+    else:
+        m = torch.zeros(len(boxes), h, w, dtype=torch.bool)
+        for i, (x1, y1, x2, y2) in enumerate(boxes):
+            m[i, int(y1):int(y2), int(x1):int(x2)] = True
+        inst.gt_masks = BitMasks(m)
+    return {"image": image, "instances": inst, "height": h, "width": w, "file_name": f"img{seed}.png"}
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return build_model(tiny_cfg())
+
+
+def _losses(model, inputs):
+    model.train()
+    with EventStorage():
+        losses = model(inputs)
+    assert set(losses) == {"loss_box", "loss_cls", "loss_mask", "loss_sem_seg"}
+    for k, v in losses.items():
+        assert torch.isfinite(v), (k, v)
+    return losses
+
+
+def test_protonet_138_for_550():
+    cfg = tiny_cfg()
+    cfg.MODEL.YOLACT.PROTO_CONV_DIM = 8
+    from detectron2.layers import ShapeSpec
+
+    net = ProtoNet(cfg, ShapeSpec(channels=4))
+    out = net(torch.randn(1, 4, 69, 69))
+    assert out.shape == (1, 8, 138, 138) and out.min() >= 0
+    assert [i for i, m in enumerate(net.net) if isinstance(m, torch.nn.Conv2d)] == [0, 2, 4, 8, 10]
+
+
+def test_backbone_levels(model):
+    feats = model.backbone(torch.randn(1, 3, 128, 128))
+    assert list(feats) == ["p3", "p4", "p5", "p6", "p7"]
+    assert [f.shape[-1] for f in feats.values()] == [16, 8, 4, 2, 1]
+    assert all(feats[p].min() >= 0 for p in ("p3", "p4", "p5"))  # ReLU after the pred convs
+
+
+def test_anchors_square_quirk():
+    for square in (False, True):
+        m = build_model(tiny_cfg(SQUARE_ANCHORS=square))
+        feats = [torch.zeros(1, 1, 16, 16)]
+        (a,) = m.anchor_generator.forward_for_image_size(feats, (128, 128))
+        wh = a.tensor[:3, 2:] - a.tensor[:3, :2]
+        s = 8.0
+        if square:
+            exp = torch.tensor([[s, s], [s * 0.5**0.5] * 2, [s * 2**0.5] * 2])
+        else:  # D2 h/w ratios [1, 2, 0.5]
+            exp = torch.tensor([[s, s], [s * 0.5**0.5, s * 2**0.5], [s * 2**0.5, s * 0.5**0.5]])
+        torch.testing.assert_close(wh, exp)
+        torch.testing.assert_close(a.tensor[0, :2] + wh[0] / 2, torch.tensor([4.0, 4.0]))
+
+
+def test_train_losses_bitmask_polygon_grayscale(model):
+    gray = make_input(seed=2)
+    gray["image"] = gray["image"][:1]
+    losses = _losses(model, [make_input(), make_input(polygons=True, seed=1), gray])
+    sum(losses.values()).backward()
+    assert model.head.coeff_pred.weight.grad.abs().sum() > 0
+    assert model.proto_net.net[0].weight.grad.abs().sum() > 0
+
+
+def test_no_annotations_and_tiny_boxes(model):
+    empty = make_input(boxes=(), classes=())
+    tiny = make_input(boxes=((5, 5, 7, 30), (40, 40, 42, 42)), classes=(0, 1))
+    for inputs in ([empty], [tiny], [empty, tiny]):
+        losses = _losses(model, inputs)
+        assert losses["loss_box"] == 0 and losses["loss_mask"] == 0  # tiny boxes were dropped
+    losses = _losses(model, [empty, make_input()])
+    assert losses["loss_box"] > 0 and losses["loss_mask"] > 0
+
+
+def test_many_instances_sample_masks():
+    m = build_model(tiny_cfg(MASKS_TO_TRAIN=10))
+    rng = np.random.RandomState(0)
+    xy = rng.randint(0, 80, size=(130, 2))
+    boxes = [(x, y, x + 12 + rng.randint(20), y + 12 + rng.randint(20)) for x, y in xy]
+    _losses(m, [make_input(boxes=boxes, classes=rng.randint(0, 3, 130).tolist())])
+
+
+def test_missing_instances_and_bad_images(model):
+    x = make_input()
+    del x["instances"]
+    model.train()
+    with EventStorage(), pytest.raises(ValueError, match="img0.png"):
+        model([x])
+    bad = make_input(seed=5)
+    bad["image"] = bad["image"][:2]
+    model.eval()
+    with pytest.raises(ValueError, match="img5.png"):
+        model([bad])
+
+
+def test_inference_fields_and_empty():
+    m = build_model(tiny_cfg()).eval()
+    x = make_input()
+    x["height"], x["width"] = 60, 70
+    with torch.no_grad():
+        (res,) = m([x])
+    inst = res["instances"]
+    assert inst.image_size == (60, 70)
+    assert len(inst) > 0 and inst.pred_masks.shape[1:] == (60, 70) and inst.pred_masks.dtype == torch.bool
+    assert inst.pred_boxes.tensor[:, 2].max() <= 70 and inst.pred_boxes.tensor[:, 3].max() <= 60
+    m.score_threshold = 1.0
+    with torch.no_grad():
+        (res,) = m([x])
+    inst = res["instances"]
+    assert len(inst) == 0
+    assert inst.pred_masks.shape == (0, 60, 70) and inst.pred_masks.dtype == torch.bool
+    assert inst.pred_boxes.tensor.shape == (0, 4) and inst.scores.shape == (0,) and inst.pred_classes.shape == (0,)
+    m.nms_type = "standard"
+    m.score_threshold = 0.05
+    with torch.no_grad():
+        (res,) = m([x])
+    assert res["instances"].pred_masks.dtype == torch.bool
+
+
+def test_fast_nms_differs_from_greedy_on_chains():
+    # A > B > C, A~B and B~C overlap, A and C do not: greedy NMS keeps A and C, Fast NMS lets
+    # the already-suppressed B suppress C (the paper's accepted approximation)
+    boxes = torch.tensor([[0, 0, 10, 10], [4, 0, 14, 10], [8, 0, 18, 10]], dtype=torch.float32)
+    scores = torch.tensor([[0.9, 0.8, 0.7]])
+    idx, cls, sc = fast_nms(boxes, scores, iou_threshold=0.3)
+    assert idx.tolist() == [0] and cls.tolist() == [0]
+    idx, cls, sc = standard_nms(boxes, scores, iou_threshold=0.3)
+    assert sorted(idx.tolist()) == [0, 2]
+    # per class: the same boxes in another class are not suppressed; global top-k by score
+    idx, cls, sc = fast_nms(boxes, torch.tensor([[0.9, 0.8, 0.7], [0.1, 0.2, 0.95]]), iou_threshold=0.3, max_detections=2)
+    assert idx.tolist() == [2, 0] and cls.tolist() == [1, 0]
+    idx, _, _ = fast_nms(boxes[:0], torch.zeros(2, 0))
+    assert idx.numel() == 0
+
+
+def test_crop_masks_matches_assemble_masks():
+    g = torch.Generator().manual_seed(0)
+    protos = torch.rand(4, 20, 24, generator=g)
+    coeffs = torch.rand(5, 4, generator=g) * 2 - 1
+    boxes = torch.tensor([[0.1, 0.2, 0.5, 0.6], [0.0, 0.0, 1.0, 1.0], [0.33, 0.41, 0.37, 0.45], [0.9, 0.1, 0.6, 0.3], [0.2, 0.2, 0.21, 0.9]])
+    ours = crop_masks(torch.sigmoid(torch.einsum("khw,nk->nhw", protos, coeffs)), boxes) > 0.5
+    ref = assemble_masks(protos, coeffs, boxes, (20, 24))
+    assert torch.equal(ours, ref)
+    m = torch.rand(2, 8, 8, requires_grad=True)
+    crop_masks(m, torch.tensor([[0.0, 0.0, 0.5, 0.5], [0.5, 0.5, 1.0, 1.0]])).sum().backward()
+    assert m.grad[0, :5, :5].eq(1).all() and m.grad[0, 6:, 6:].eq(0).all()
+
+
+def test_forced_matching_and_crowd():
+    loss = YOLACTLoss(tiny_cfg())
+    anchors = Boxes(torch.tensor([[0, 0, 10, 10], [0, 0, 40, 40], [50, 50, 60, 60], [100, 100, 140, 140]], dtype=torch.float32))
+    gt = Boxes(torch.tensor([[0, 0, 11, 11], [45, 45, 70, 70]], dtype=torch.float32))  # 2nd: IoU 0.16 with anchor 2
+    cls_t, matches = loss.label_anchors(anchors, gt, torch.tensor([1, 2]), None)
+    assert cls_t.tolist() == [2, 0, 3, 0] and matches[2] == 1  # the weak GT is forced onto its best anchor
+    crowd = Boxes(torch.tensor([[95, 95, 150, 150]], dtype=torch.float32))
+    cls_t, _ = loss.label_anchors(anchors, gt, torch.tensor([1, 2]), crowd)
+    assert cls_t.tolist() == [2, 0, 3, -1]
+    m, lab = match_with_forced_best(Matcher([0.4, 0.5], [0, -1, 1]), torch.zeros(0, 4))
+    assert lab.tolist() == [0, 0, 0, 0]
+
+
+def test_ohem_three_negatives_per_positive():
+    loss = YOLACTLoss(tiny_cfg())
+    logits = torch.randn(1, 50, 4)
+    cls_t = torch.zeros(1, 50, dtype=torch.long)
+    cls_t[0, :2] = 1
+    cls_t[0, 2:5] = -1
+    pos = cls_t > 0
+    ref_rank = (torch.logsumexp(logits, 2) - logits[:, :, 0])[0, 5:]
+    hard = (ref_rank.topk(6).indices + 5).tolist()
+    sel = []
+    orig = torch.nn.functional.cross_entropy
+
+    def spy(x, t, **kw):
+        sel.append(t)
+        return orig(x, t, **kw)
+
+    torch.nn.functional.cross_entropy = spy
+    try:
+        out = loss._ohem_cls_loss(logits, cls_t, pos, pos.sum(1))
+    finally:
+        torch.nn.functional.cross_entropy = orig
+    mask = torch.zeros(50, dtype=torch.bool)
+    mask[:2] = True
+    mask[hard] = True
+    torch.testing.assert_close(out, orig(logits[0, mask], cls_t[0, mask], reduction="sum"))
+
+
+def test_dataset_mapper_stretch_and_crowd(tmp_path):
+    from PIL import Image
+
+    from detectron2.structures import BoxMode
+
+    from d2ext.data import build_train_mapper
+
+    path = str(tmp_path / "a.png")
+    Image.fromarray(np.zeros((60, 90, 3), np.uint8)).save(path)
+    anns = [
+        {"bbox": [10, 10, 30, 20], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 1, "iscrowd": 0,
+         "segmentation": [[10, 10, 40, 10, 40, 30, 10, 30]]},
+        {"bbox": [45, 0, 45, 60], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 0, "iscrowd": 1,
+         "segmentation": [[45, 0, 90, 0, 90, 60, 45, 60]]},
+    ]
+    cfg = tiny_cfg()
+    cfg.INPUT.RANDOM_FLIP = "none"
+    mapper = build_train_mapper(cfg)
+    out = mapper({"file_name": path, "height": 60, "width": 90, "image_id": 0, "annotations": anns})
+    assert out["image"].shape == (3, 128, 128)
+    inst = out["instances"]
+    assert len(inst) == 1 and isinstance(inst.gt_masks, BitMasks) and inst.gt_masks.tensor.shape[1:] == (128, 128)
+    torch.testing.assert_close(out["crowd_boxes"].tensor, torch.tensor([[64.0, 0.0, 128.0, 128.0]]))
+    m = build_model(cfg)
+    with EventStorage():
+        losses = m([out])
+    assert all(torch.isfinite(v) for v in losses.values())
