@@ -66,7 +66,7 @@ data: build
 # The demo model: trained from scratch on synth_shapes, evaluated with COCOEvaluator, drawn with
 # D2's Visualizer. Override e.g. `make demo DEMO_CONFIG=configs/Base/mask_rcnn_R_18_FPN_synth.yaml`.
 DEMO_CONFIG ?= configs/YOLACT/yolact_R_18_synth.yaml
-DEMO_ITERS ?= 300
+DEMO_ITERS ?= 500
 DEMO_OUT ?= output/demo
 demo: build
 	$(PY) tools/make_synthetic.py
