@@ -51,7 +51,7 @@ def main(argv=None):
     ]
     for name in names:
         for row in cases[name](device=args.device, quick=args.quick):
-            extra = ", ".join(f"{k}: {v}" for k, v in row.extra.items())
+            extra = ", ".join(f"{k}: {v}" for k, v in row.extra.items()).replace("|", "\\|")
             target = f"≥{row.target:g}x" if row.target else ""
             lines.append(
                 f"| {name} | {row.name} | {row.anchor} | {row.anchor_s * 1e3:.2f} | {row.ours_s * 1e3:.2f} "

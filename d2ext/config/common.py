@@ -7,6 +7,12 @@ def add_common_config(cfg: CN) -> None:
     # DatasetMapper. Test-time loading always uses D2's DatasetMapper(is_train=False).
     cfg.INPUT.DATASET_MAPPER_NAME = ""
 
+    # Optimizer of Trainer.build_optimizer: "SGD" (D2's, with SOLVER.MOMENTUM/NESTEROV) or
+    # "ADAMW" (betas from SOLVER.ADAM_BETAS); both honour D2's per-parameter LR/WD keys and
+    # SOLVER.CLIP_GRADIENTS.
+    cfg.SOLVER.OPTIMIZER = "SGD"
+    cfg.SOLVER.ADAM_BETAS = (0.9, 0.999)
+
     cfg.D2EXT = CN()
     # Synthetic datasets (synth_*) are generated on first use under $DETECTRON2_DATASETS.
     cfg.D2EXT.SYNTHETIC = CN()

@@ -4,8 +4,11 @@ import os
 
 from detectron2.config import CfgNode, get_cfg
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
+import torch
+
 import detectron2.engine.defaults as d2_defaults
 from detectron2.engine import DefaultTrainer, default_setup
+from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
 
 from d2ext.config import add_d2ext_config
 from d2ext.data import SafeMapper, add_dataset_checks, build_train_mapper
@@ -62,6 +65,29 @@ class Trainer(DefaultTrainer):
         _prepare_datasets(cfg, tuple(cfg.DATASETS.TRAIN) + tuple(cfg.DATASETS.TEST))
         with _ddp_device_ids_for(cfg.MODEL.DEVICE):
             super().__init__(cfg)
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        """D2's SGD, or AdamW with ``SOLVER.OPTIMIZER: "ADAMW"`` (same parameter groups)."""
+        name = cfg.SOLVER.get("OPTIMIZER", "SGD").upper()
+        if name == "SGD":
+            return super().build_optimizer(cfg, model)
+        if name != "ADAMW":
+            raise ValueError(f"SOLVER.OPTIMIZER={cfg.SOLVER.OPTIMIZER!r}: expected 'SGD' or 'ADAMW'")
+        params = get_default_optimizer_params(
+            model,
+            base_lr=cfg.SOLVER.BASE_LR,
+            weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM,
+            bias_lr_factor=cfg.SOLVER.BIAS_LR_FACTOR,
+            weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS,
+        )
+        optimizer = torch.optim.AdamW(
+            params,
+            lr=cfg.SOLVER.BASE_LR,
+            betas=tuple(cfg.SOLVER.ADAM_BETAS),
+            weight_decay=cfg.SOLVER.WEIGHT_DECAY,
+        )
+        return maybe_add_gradient_clipping(cfg, optimizer)
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
