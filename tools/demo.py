@@ -78,8 +78,12 @@ def main(argv=None):
         rendered = draw_predictions(image_bgr[:, :, ::-1], predictions, metadata, args.confidence_threshold)
         out_path = os.path.join(args.output, os.path.basename(path).rsplit(".", 1)[0] + ".png")
         cv2.imwrite(out_path, rendered[:, :, ::-1])
-        n = len(predictions["instances"]) if "instances" in predictions else "-"
-        logger.info("%s: %s detections -> %s", path, n, out_path)
+        if "instances" in predictions:
+            scores = predictions["instances"].scores
+            n = f"{len(scores)} detections, {int((scores >= args.confidence_threshold).sum())} drawn"
+        else:
+            n = "segmentation"
+        logger.info("%s: %s -> %s", path, n, out_path)
     return 0
 
 

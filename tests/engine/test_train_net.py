@@ -112,3 +112,24 @@ def test_train_net_d2ext_models(tmp_path, config, train, test):
     assert "Evaluation results for segm" in log, log[-3000:]
     if "UPSNet" in config:
         assert "copypaste: Task: panoptic_seg" in log, log[-3000:]
+
+
+def test_demo_tool_draws_predictions(tmp_path):
+    out = tmp_path / "vis"
+    log = _run(
+        [sys.executable, "tools/demo.py", "--config-file", "configs/YOLACT/yolact_R_18_synth.yaml",
+         "--dataset", "synth_shapes_mini_val", "--max-images", "2", "--confidence-threshold", "0.0",
+         "--output", str(out), "MODEL.WEIGHTS", "", "OUTPUT_DIR", str(tmp_path)],
+        tmp_path,
+    )
+    pngs = sorted(p.name for p in out.iterdir())
+    assert len(pngs) == 2 and all(p.endswith(".png") for p in pngs), log[-2000:]
+    assert "drawn" in log
+    # a missing input image is a clear error, not a crash inside D2
+    env = dict(os.environ, PYTHONPATH=REPO)
+    proc = subprocess.run(
+        [sys.executable, "tools/demo.py", "--config-file", "configs/YOLACT/yolact_R_18_synth.yaml",
+         "--input", str(tmp_path / "nope.jpg"), "--output", str(out)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode != 0 and "input images not found" in proc.stderr
