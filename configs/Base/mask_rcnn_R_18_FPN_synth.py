@@ -6,16 +6,12 @@ from detectron2.model_zoo import get_config
 
 from ..common.synth_data import dataloader
 from ..common.synth_schedule import lr_multiplier, optimizer, train
+from ..common.synth_r18 import resnet18_from_scratch as _resnet18_from_scratch
 
 model = get_config("common/models/mask_rcnn_fpn.py").model
 
 # ResNet-18 with trainable BatchNorm (from scratch)
-bottom_up = model.backbone.bottom_up
-bottom_up.stem.norm = "BN"
-bottom_up.stages.depth = 18
-bottom_up.stages.norm = "BN"
-del bottom_up.stages.stride_in_1x1  # BasicBlock has no 1x1 conv
-bottom_up.freeze_at = 0
+_resnet18_from_scratch(model.backbone.bottom_up)
 model.pixel_mean = [127.5, 127.5, 127.5]
 model.pixel_std = [64.0, 64.0, 64.0]
 model.input_format = "BGR"

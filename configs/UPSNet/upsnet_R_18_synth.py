@@ -13,17 +13,13 @@ from detectron2.evaluation import COCOEvaluator, COCOPanopticEvaluator, DatasetE
 
 from ..common.synth_schedule import lr_multiplier, optimizer, train
 from .common.upsnet_model import model
+from ..common.synth_r18 import resnet18_from_scratch as _resnet18_from_scratch
 
 import d2ext  # noqa: F401,I001  (registers synth_panoptic_* and UPSNet)
 from d2ext.modeling.upsnet import PanopticLabelSpace, UPSNetPanopticMapper
 
 # the shared budget of Base-synth-panoptic-R18.yaml
-_bottom_up = model.backbone.bottom_up  # "_": not a config key
-_bottom_up.stem.norm = "BN"
-_bottom_up.stages.depth = 18
-_bottom_up.stages.norm = "BN"
-del _bottom_up.stages.stride_in_1x1  # BasicBlock has no 1x1 conv
-_bottom_up.freeze_at = 0
+_resnet18_from_scratch(model.backbone.bottom_up)
 model.backbone.out_channels = 128  # and every head reading the FPN:
 model.proposal_generator.head.in_channels = 128
 model.roi_heads.box_head.input_shape.channels = 128

@@ -11,15 +11,11 @@ from detectron2.solver.build import get_default_optimizer_params, maybe_add_grad
 
 from ..common.synth_data import dataloader
 from ..common.synth_schedule import lr_multiplier, train  # noqa: F401
+from ..common.synth_r18 import resnet18_from_scratch as _resnet18_from_scratch
 from .yolact_lazy_common import model
 from d2ext.modeling.yolact import YOLACTDatasetMapper
 
-_bottom_up = model.backbone.bottom_up
-_bottom_up.stem.norm = "BN"  # from scratch: trainable BatchNorm
-_bottom_up.stages.depth = 18
-_bottom_up.stages.norm = "BN"
-del _bottom_up.stages.stride_in_1x1  # BasicBlock has no 1x1 conv
-_bottom_up.freeze_at = 0
+_resnet18_from_scratch(model.backbone.bottom_up)
 model.num_classes = 6
 model.input_size = 256
 model.anchor_generator.sizes = [[12], [24], [48], [96], [192]]  # paper sizes scaled to 256 px
