@@ -1,6 +1,7 @@
-// CPU kernels of the mask ops: at::parallel_for over output rows; each row task writes its whole
-// row (false outside the box footprint, the per-pixel math of mask_ops_math.h inside), so no
-// full-size float tensor and no separate zero-fill pass exist.
+// CPU kernels of the mask ops: at::parallel_for over output rows; each row task computes the
+// per-pixel math of mask_ops_math.h inside the box footprint only, and writes false outside it
+// unless the output came zero-filled from the OS (empty_bool_output), so no full-size float
+// tensor and no separate zero-fill pass exist.
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -21,24 +22,37 @@ using mask_ops::LinearTap;
 
 namespace {
 
-// The (N, H, W) bool output: on Linux, large outputs live in a 2 MiB-aligned block advised to use
-// transparent huge pages. First-touching 107 MB (100 masks at 800x1333) in 4 KiB pages costs
-// ~40 ms of page faults on a 2-core CPU, more than the sampling itself; with THP it is a few ms.
-// Where THP is off, madvise is a no-op and this is an ordinary allocation.
-at::Tensor empty_bool_output(int64_t n, int64_t h, int64_t w, const at::TensorOptions& like) {
+// The (N, H, W) bool output. On Linux a large output is a fresh anonymous mapping, which the
+// kernel hands out zero-filled, 2 MiB-aligned and advised to use transparent huge pages:
+//  * the row loops then write only the pixels inside each box footprint (zeroed = true), so the
+//    ~100 MB of false pixels of 100 masks at 800x1333 are never written by us at all;
+//  * the pages that are written fault in as huge pages: first-touching 107 MB in 4 KiB pages
+//    costs ~40 ms of page faults on a 2-core CPU, more than the sampling itself.
+// Elsewhere (or if mmap fails) it is an ordinary allocation and the loops write the zeros.
+struct BoolOutput {
+  at::Tensor tensor;
+  bool zeroed;
+};
+
+BoolOutput empty_bool_output(int64_t n, int64_t h, int64_t w, const at::TensorOptions& like) {
   const size_t bytes = static_cast<size_t>(n) * static_cast<size_t>(h) * static_cast<size_t>(w);
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
   constexpr size_t kHugePage = size_t(2) << 20;
   if (bytes >= 2 * kHugePage) {
     const size_t padded = (bytes + kHugePage - 1) / kHugePage * kHugePage;
-    void* ptr = nullptr;
-    if (posix_memalign(&ptr, kHugePage, padded) == 0) {
-      madvise(ptr, padded, MADV_HUGEPAGE);
-      return at::from_blob(ptr, {n, h, w}, [](void* p) { std::free(p); }, like.dtype(at::kBool));
+    const size_t len = padded + kHugePage;  // room to align the start to a huge page
+    void* base = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (base != MAP_FAILED) {
+      const uintptr_t aligned = (reinterpret_cast<uintptr_t>(base) + kHugePage - 1) & ~(kHugePage - 1);
+      void* data = reinterpret_cast<void*>(aligned);
+      madvise(data, padded, MADV_HUGEPAGE);
+      at::Tensor t = at::from_blob(
+          data, {n, h, w}, [base, len](void*) { munmap(base, len); }, like.dtype(at::kBool));
+      return {t, true};
     }
   }
 #endif
-  return at::empty({n, h, w}, like.dtype(at::kBool));
+  return {at::empty({n, h, w}, like.dtype(at::kBool)), false};
 }
 
 // Rows per parallel task: enough to amortise scheduling, small enough to balance 100 boxes.
@@ -75,7 +89,7 @@ D2EXT_FMA_CLONES void paste_row(const float* m, int64_t h, int64_t w, float sy, 
 // only on the pixels whose taps touch that box and is false elsewhere.
 void interp_threshold_rows(
     const float* m, int64_t n, int64_t hp, int64_t wp, const std::vector<int64_t>& box, bool* out,
-    int64_t H, int64_t W, float thr) {
+    int64_t H, int64_t W, float thr, bool zeroed) {
   std::vector<LinearTap> tx(W), ty(H);
   const float sx = mask_ops::interp_scale(wp, W), sy = mask_ops::interp_scale(hp, H);
   for (int64_t x = 0; x < W; ++x) tx[x] = mask_ops::interp_tap(x, wp, sx);
@@ -101,11 +115,13 @@ void interp_threshold_rows(
       bool* o = out + r * W;
       const int64_t c0 = fp[4 * i], c1 = fp[4 * i + 1];
       if (y < fp[4 * i + 2] || y >= fp[4 * i + 3] || c0 >= c1) {
-        std::memset(o, 0, W);
+        if (!zeroed) std::memset(o, 0, W);
         continue;
       }
-      std::memset(o, 0, c0);
-      std::memset(o + c1, 0, W - c1);
+      if (!zeroed) {
+        std::memset(o, 0, c0);
+        std::memset(o + c1, 0, W - c1);
+      }
       const LinearTap& t_y = ty[y];
       interp_row(m + (i * hp + t_y.i0) * wp, m + (i * hp + t_y.i1) * wp, t_y, tx.data(), c0, c1, thr, o);
     }
@@ -115,7 +131,7 @@ void interp_threshold_rows(
 // out[n] = D2 paste of masks[n] (h x w) into boxes[n] (absolute XYXY), ">= thr", computed on the
 // integer-expanded box only.
 void paste_rows(const float* masks, const float* boxes, int64_t n, int64_t h, int64_t w, bool* out,
-                int64_t H, int64_t W, float thr) {
+                int64_t H, int64_t W, float thr, bool zeroed) {
   // region per box (cols [reg[4i], reg[4i+1]), rows [reg[4i+2], reg[4i+3])) and its column
   // sample coordinates, shared by all rows of the box: sx[off[i] + x - c0]
   std::vector<int64_t> reg(4 * n), off(n + 1, 0);
@@ -139,11 +155,13 @@ void paste_rows(const float* masks, const float* boxes, int64_t n, int64_t h, in
       bool* o = out + r * W;
       const int64_t c0 = reg[4 * i], c1 = reg[4 * i + 1];
       if (y < reg[4 * i + 2] || y >= reg[4 * i + 3] || c0 >= c1) {
-        std::memset(o, 0, W);
+        if (!zeroed) std::memset(o, 0, W);
         continue;
       }
-      std::memset(o, 0, c0);
-      std::memset(o + c1, 0, W - c1);
+      if (!zeroed) {
+        std::memset(o, 0, c0);
+        std::memset(o + c1, 0, W - c1);
+      }
       const float sy = mask_ops::paste_grid(y, boxes[4 * i + 1], boxes[4 * i + 3], h);
       paste_row(masks + i * h * w, h, w, sy, sx.data() + off[i], c0, c1, thr, o);
     }
@@ -155,26 +173,26 @@ void paste_rows(const float* masks, const float* boxes, int64_t n, int64_t h, in
 at::Tensor resize_threshold_cpu(const at::Tensor& input, int64_t out_h, int64_t out_w, double threshold, bool grid_sample) {
   const at::Tensor x = input.contiguous();
   const int64_t n = x.size(0), h = x.size(1), w = x.size(2);
-  at::Tensor out = empty_bool_output(n, out_h, out_w, x.options());
+  auto [out, zeroed] = empty_bool_output(n, out_h, out_w, x.options());
   if (out.numel() == 0) return out;
   if (grid_sample) {
     at::Tensor boxes = at::empty({n, 4}, x.options());
     boxes.select(1, 0).fill_(0), boxes.select(1, 1).fill_(0);
     boxes.select(1, 2).fill_(static_cast<double>(out_w)), boxes.select(1, 3).fill_(static_cast<double>(out_h));
     paste_rows(x.data_ptr<float>(), boxes.data_ptr<float>(), n, h, w, out.data_ptr<bool>(), out_h, out_w,
-               static_cast<float>(threshold));
+               static_cast<float>(threshold), zeroed);
   } else {
     std::vector<int64_t> box(4 * n);
     for (int64_t i = 0; i < n; ++i) box[4 * i] = 0, box[4 * i + 1] = w, box[4 * i + 2] = 0, box[4 * i + 3] = h;
     interp_threshold_rows(x.data_ptr<float>(), n, h, w, box, out.data_ptr<bool>(), out_h, out_w,
-                          static_cast<float>(threshold));
+                          static_cast<float>(threshold), zeroed);
   }
   return out;
 }
 
 at::Tensor assemble_masks_cpu(const at::Tensor& protos, const at::Tensor& coeffs, const at::Tensor& boxes, int64_t out_h, int64_t out_w, double threshold, int64_t crop_padding) {
   const int64_t n = coeffs.size(0), hp = protos.size(1), wp = protos.size(2);
-  at::Tensor out = empty_bool_output(n, out_h, out_w, protos.options());
+  auto [out, zeroed] = empty_bool_output(n, out_h, out_w, protos.options());
   if (out.numel() == 0) return out;
   const at::Tensor hwn = yolact_proto_masks(protos, coeffs).contiguous();  // (Hp, Wp, N)
   const at::Tensor b = boxes.contiguous();
@@ -201,7 +219,8 @@ at::Tensor assemble_masks_cpu(const at::Tensor& protos, const at::Tensor& coeffs
       }
     }
   });
-  interp_threshold_rows(mp, n, hp, wp, crop, out.data_ptr<bool>(), out_h, out_w, static_cast<float>(threshold));
+  interp_threshold_rows(mp, n, hp, wp, crop, out.data_ptr<bool>(), out_h, out_w, static_cast<float>(threshold),
+                        zeroed);
   return out;
 }
 
@@ -209,10 +228,10 @@ at::Tensor paste_masks_cpu(const at::Tensor& masks, const at::Tensor& boxes, int
   const at::Tensor m = masks.contiguous();
   const at::Tensor b = boxes.contiguous();
   const int64_t n = m.size(0);
-  at::Tensor out = empty_bool_output(n, img_h, img_w, m.options());
+  auto [out, zeroed] = empty_bool_output(n, img_h, img_w, m.options());
   if (out.numel() == 0) return out;
   paste_rows(m.data_ptr<float>(), b.data_ptr<float>(), n, m.size(1), m.size(2), out.data_ptr<bool>(), img_h,
-             img_w, static_cast<float>(threshold));
+             img_w, static_cast<float>(threshold), zeroed);
   return out;
 }
 
