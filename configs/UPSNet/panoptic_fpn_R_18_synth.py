@@ -15,24 +15,12 @@ from detectron2.evaluation import COCOEvaluator, COCOPanopticEvaluator, SemSegEv
 from detectron2.model_zoo import get_config
 
 from ..common.synth_schedule import lr_multiplier, optimizer, train
-from ..common.synth_r18 import resnet18_from_scratch as _resnet18_from_scratch
+from .common.synth_budget import synth_panoptic_rcnn_budget as _synth_panoptic_rcnn_budget
 
 import d2ext  # noqa: F401,I001  (registers synth_panoptic_*)
 
 model = get_config("common/models/panoptic_fpn.py").model
-_resnet18_from_scratch(model.backbone.bottom_up)
-model.backbone.out_channels = 128  # and every head reading the FPN:
-model.proposal_generator.head.in_channels = 128
-model.roi_heads.box_head.input_shape.channels = 128
-model.roi_heads.mask_head.input_shape.channels = 128
-model.pixel_mean = [127.5, 127.5, 127.5]
-model.pixel_std = [64.0, 64.0, 64.0]
-model.input_format = "BGR"
-model.proposal_generator.anchor_generator.sizes = [[16], [32], [64], [128], [256]]
-model.proposal_generator.post_nms_topk = (300, 300)
-model.roi_heads.num_classes = 6
-model.roi_heads.batch_size_per_image = 128
-model.roi_heads.mask_head.num_classes = 6
+_synth_panoptic_rcnn_budget(model)
 model.sem_seg_head.num_classes = 4  # 3 stuff + "things"
 model.combine_stuff_area_thresh = 256
 

@@ -1,0 +1,20 @@
+"""LazyConfig form of configs/UPSNet/Base-synth-panoptic-R18.yaml's model keys, shared by the
+Panoptic FPN and UPSNet synthetic configs so both compare on the same R-CNN budget."""
+from ...common.synth_r18 import resnet18_from_scratch
+
+
+def synth_panoptic_rcnn_budget(model) -> None:
+    """R-18 from scratch, a 128-channel FPN, anchors for 192-px images, 6 thing classes."""
+    resnet18_from_scratch(model.backbone.bottom_up)
+    model.backbone.out_channels = 128  # and every head reading the FPN:
+    model.proposal_generator.head.in_channels = 128
+    model.roi_heads.box_head.input_shape.channels = 128
+    model.roi_heads.mask_head.input_shape.channels = 128
+    model.pixel_mean = [127.5, 127.5, 127.5]
+    model.pixel_std = [64.0, 64.0, 64.0]
+    model.input_format = "BGR"
+    model.proposal_generator.anchor_generator.sizes = [[16], [32], [64], [128], [256]]
+    model.proposal_generator.post_nms_topk = (300, 300)
+    model.roi_heads.num_classes = 6
+    model.roi_heads.batch_size_per_image = 128
+    model.roi_heads.mask_head.num_classes = 6
