@@ -65,7 +65,7 @@ setup(
     python_requires=">=3.9",
     # torch/torchvision/detectron2 are deliberately not listed: they come from the user's CUDA
     # stack or from `make` (see README); pip must never replace them.
-    install_requires=["fvcore", "pycocotools", "panopticapi-lite", "faster-coco-eval", "opencv-python"],
+    install_requires=["fvcore", "pycocotools", "panopticapi-lite", "faster-coco-eval", "deflate", "opencv-python"],
     ext_modules=get_extensions(),
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
     zip_safe=False,

@@ -4,6 +4,7 @@
 #include <torch/library.h>
 
 #include "mask_ops/mask_ops.h"
+#include "panoptic/panoptic_ops.h"
 
 namespace d2ext {
 
@@ -23,6 +24,8 @@ TORCH_LIBRARY(d2ext, m) {
         "int crop_padding) -> Tensor",
         &assemble_masks);
   m.def("paste_masks(Tensor masks, Tensor boxes, int img_h, int img_w, float threshold) -> Tensor", &paste_masks);
+  m.def("png_panoptic_ids(Tensor raw, int height, int width, int channels) -> Tensor", &png_panoptic_ids);
+  m.def("id_pair_counts(Tensor gt, Tensor pred) -> (Tensor, Tensor)", &id_pair_counts);
 }
 
 }  // namespace d2ext

@@ -75,12 +75,17 @@ D2EXT_FMA_CLONES void interp_row(const float* row0, const float* row1, const Lin
   }
 }
 
-// one output row, columns [c0, c1), of D2's paste of the (h, w) map m: grid_sample at
-// (sx[x - c0], sy) then ">= thr"
-D2EXT_FMA_CLONES void paste_row(const float* m, int64_t h, int64_t w, float sy, const float* sx, int64_t c0,
-                                int64_t c1, float thr, bool* o) {
-  for (int64_t x = c0; x < c1; ++x) {
-    o[x] = mask_ops::grid_sample_value(m, h, w, sx[x - c0], sy) >= thr;
+// one output row, columns [c0, c1), of D2's paste: grid_sample at (column tap tx[x - c0], row
+// tap t_y) then ">= thr"; r0/r1 are the tap's two rows of the zero-padded map and px[x - c0] the
+// columns' padded indices (mask_ops::grid_tap_padded), so the loop has no branch.
+D2EXT_FMA_CLONES void paste_row(const float* r0, const float* r1, const mask_ops::GridTap& t_y,
+                                const mask_ops::GridTap* tx, const int32_t* px, int64_t c0, int64_t c1, float thr,
+                                bool* o) {
+  const int64_t len = c1 - c0;
+  o += c0;
+  for (int64_t k = 0; k < len; ++k) {
+    const int32_t j = px[k];
+    o[k] = mask_ops::grid_sample_combine(r0[j], r0[j + 1], r1[j], r1[j + 1], t_y, tx[k]) >= thr;
   }
 }
 
@@ -129,11 +134,12 @@ void interp_threshold_rows(
 }
 
 // out[n] = D2 paste of masks[n] (h x w) into boxes[n] (absolute XYXY), ">= thr", computed on the
-// integer-expanded box only.
+// integer-expanded box only. The grid_sample taps are computed once per box column and per row
+// (not per pixel), and each mask is read from a copy zero-padded as grid_tap_padded expects.
 void paste_rows(const float* masks, const float* boxes, int64_t n, int64_t h, int64_t w, bool* out,
                 int64_t H, int64_t W, float thr, bool zeroed) {
   // region per box (cols [reg[4i], reg[4i+1]), rows [reg[4i+2], reg[4i+3])) and its column
-  // sample coordinates, shared by all rows of the box: sx[off[i] + x - c0]
+  // taps, shared by all rows of the box: tx[off[i] + x - c0]
   std::vector<int64_t> reg(4 * n), off(n + 1, 0);
   for (int64_t i = 0; i < n; ++i) {
     const float* b = boxes + 4 * i;
@@ -141,12 +147,20 @@ void paste_rows(const float* masks, const float* boxes, int64_t n, int64_t h, in
     mask_ops::paste_range(b[1], b[3], H, &reg[4 * i + 2], &reg[4 * i + 3]);
     off[i + 1] = off[i] + std::max<int64_t>(reg[4 * i + 1] - reg[4 * i], 0);
   }
-  std::vector<float> sx(off[n]);
+  const int64_t ph = h + 3, pw = w + 3;  // 1 zero row/column in front, 2 behind
+  std::vector<mask_ops::GridTap> tx(off[n]);
+  std::vector<int32_t> px(off[n]);
+  std::vector<float> padded(static_cast<size_t>(n) * ph * pw, 0.f);
   at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       for (int64_t x = reg[4 * i]; x < reg[4 * i + 1]; ++x) {
-        sx[off[i] + x - reg[4 * i]] = mask_ops::paste_grid(x, boxes[4 * i], boxes[4 * i + 2], w);
+        const int64_t k = off[i] + x - reg[4 * i];
+        tx[k] = mask_ops::grid_tap(mask_ops::paste_grid(x, boxes[4 * i], boxes[4 * i + 2], w), w);
+        px[k] = static_cast<int32_t>(mask_ops::grid_tap_padded(tx[k], w));
       }
+      if (reg[4 * i] >= reg[4 * i + 1] || reg[4 * i + 2] >= reg[4 * i + 3]) continue;
+      float* p = padded.data() + i * ph * pw;
+      for (int64_t y = 0; y < h; ++y) std::memcpy(p + (y + 1) * pw + 1, masks + (i * h + y) * w, w * sizeof(float));
     }
   });
   at::parallel_for(0, n * H, kRowGrain, [&](int64_t begin, int64_t end) {
@@ -162,8 +176,9 @@ void paste_rows(const float* masks, const float* boxes, int64_t n, int64_t h, in
         std::memset(o, 0, c0);
         std::memset(o + c1, 0, W - c1);
       }
-      const float sy = mask_ops::paste_grid(y, boxes[4 * i + 1], boxes[4 * i + 3], h);
-      paste_row(masks + i * h * w, h, w, sy, sx.data() + off[i], c0, c1, thr, o);
+      const mask_ops::GridTap t_y = mask_ops::grid_tap(mask_ops::paste_grid(y, boxes[4 * i + 1], boxes[4 * i + 3], h), h);
+      const float* r0 = padded.data() + (i * ph + mask_ops::grid_tap_padded(t_y, h)) * pw;
+      paste_row(r0, r0 + pw, t_y, tx.data() + off[i], px.data() + off[i], c0, c1, thr, o);
     }
   });
 }

@@ -9,7 +9,8 @@
 //  * interp_value:      its 2-D sum, rows outer: t0 * w0 + t1 * w1 = fma(t0, w0, t1 * w1);
 //  * paste_grid:        D2 _do_paste_mask's grid ((p + 0.5 - b0) / (b1 - b0)) * 2 - 1 (separate
 //                       tensor ops, no FMA) and grid_sample's unnormalize fma(g + 1, size / 2, -0.5);
-//  * grid_sample_value: grid_sample's zero-padded bilinear sum fma(se, ., fma(sw, ., fma(ne, ., nw*.)));
+//  * grid_tap/grid_sample_combine/grid_sample_value: grid_sample's zero-padded bilinear sum
+//                       fma(se, ., fma(sw, ., fma(ne, ., nw*.)));
 //  * yolact_crop_range: dbolya/yolact sanitize_coordinates(cast=False) + crop's integer test.
 // mul()/add() are never contracted (on the device they are __fmul_rn/__fadd_rn; the host build has
 // no -mfma/-march flags), fmadd() is always one rounding (fmaf / __fmaf_rn). On a CPU without FMA,
@@ -95,34 +96,61 @@ D2EXT_HOST_DEVICE inline float paste_grid(int64_t p, float b0, float b1, int64_t
   return fmadd(g + 1.f, half, -0.5f);
 }
 
-// grid_sample(bilinear, padding_mode="zeros") of the (h, w) row-major map m at (x, y).
-// Out-of-range neighbours read 0 but their (possibly NaN) weight still enters the sum, as in ATen.
-D2EXT_HOST_DEVICE inline float grid_sample_value(const float* m, int64_t h, int64_t w, float x, float y) {
-  const float xw = floorf(x);
-  const float yn = floorf(y);
-  const float we = x - xw;
-  const float ww = 1.f - we;
-  const float ws = y - yn;
-  const float wn = 1.f - ws;
-  const float nw = mul(wn, ww);
-  const float ne = mul(wn, we);
-  const float sw = mul(ws, ww);
-  const float se = mul(ws, we);
-  // float comparisons: also false for NaN/inf, where ATen's int conversion gives INT_MIN
-  const bool in_w = xw > -1.f && xw < static_cast<float>(w);
-  const bool in_e = xw >= -1.f && xw < static_cast<float>(w - 1);
-  const bool in_n = yn > -1.f && yn < static_cast<float>(h);
-  const bool in_s = yn >= -1.f && yn < static_cast<float>(h - 1);
-  float v_nw = 0.f, v_ne = 0.f, v_sw = 0.f, v_se = 0.f;
-  if (in_n || in_s) {
-    const int64_t ix = in_w || in_e ? static_cast<int64_t>(xw) : 0;
-    const int64_t iy = static_cast<int64_t>(yn);
-    if (in_n && in_w) v_nw = m[iy * w + ix];
-    if (in_n && in_e) v_ne = m[iy * w + ix + 1];
-    if (in_s && in_w) v_sw = m[(iy + 1) * w + ix];
-    if (in_s && in_e) v_se = m[(iy + 1) * w + ix + 1];
-  }
+// One axis of grid_sample(bilinear, padding_mode="zeros") at source coordinate c on an axis of
+// `size` pixels: neighbours i0 (valid iff v0) and i0 + 1 (valid iff v1), weights l0 = 1 - frac
+// and l1 = frac. The CPU kernel computes it once per output column (and once per row), not per
+// pixel. Float comparisons: also false for NaN/inf, where ATen's int conversion gives INT_MIN.
+struct GridTap {
+  int64_t i0;
+  bool v0;
+  bool v1;
+  float l0;
+  float l1;
+};
+
+D2EXT_HOST_DEVICE inline GridTap grid_tap(float c, int64_t size) {
+  const float f = floorf(c);
+  GridTap t;
+  t.l1 = c - f;
+  t.l0 = 1.f - t.l1;
+  t.v0 = f > -1.f && f < static_cast<float>(size);
+  t.v1 = f >= -1.f && f < static_cast<float>(size - 1);
+  t.i0 = t.v0 || t.v1 ? static_cast<int64_t>(f) : 0;
+  return t;
+}
+
+// grid_sample's bilinear sum of the four neighbours (0 where out of range; their possibly NaN
+// weight still enters the sum, as in ATen): fma(se, ., fma(sw, ., fma(ne, ., nw * .))).
+D2EXT_HOST_DEVICE inline float grid_sample_combine(
+    float v_nw, float v_ne, float v_sw, float v_se, const GridTap& ty, const GridTap& tx) {
+  const float nw = mul(ty.l0, tx.l0);
+  const float ne = mul(ty.l0, tx.l1);
+  const float sw = mul(ty.l1, tx.l0);
+  const float se = mul(ty.l1, tx.l1);
   return fmadd(v_se, se, fmadd(v_sw, sw, fmadd(v_ne, ne, mul(v_nw, nw))));
+}
+
+// grid_sample(bilinear, padding_mode="zeros") of the (h, w) row-major map m at (x, y).
+D2EXT_HOST_DEVICE inline float grid_sample_value(const float* m, int64_t h, int64_t w, float x, float y) {
+  const GridTap tx = grid_tap(x, w);
+  const GridTap ty = grid_tap(y, h);
+  float v_nw = 0.f, v_ne = 0.f, v_sw = 0.f, v_se = 0.f;
+  if (ty.v0 || ty.v1) {
+    const float* r0 = m + ty.i0 * w;
+    if (ty.v0 && tx.v0) v_nw = r0[tx.i0];
+    if (ty.v0 && tx.v1) v_ne = r0[tx.i0 + 1];
+    if (ty.v1 && tx.v0) v_sw = r0[w + tx.i0];
+    if (ty.v1 && tx.v1) v_se = r0[w + tx.i0 + 1];
+  }
+  return grid_sample_combine(v_nw, v_ne, v_sw, v_se, ty, tx);
+}
+
+// Index of a tap's first neighbour in the axis zero-padded by 1 in front and 2 behind
+// (size + 3): neighbours i0 + 1 and i0 + 2 of the padded axis hold exactly the values
+// grid_sample reads, 0 where out of range; a tap with no valid neighbour points at the two
+// trailing zeros. Lets the CPU row loop read without branches.
+D2EXT_HOST_DEVICE inline int64_t grid_tap_padded(const GridTap& t, int64_t size) {
+  return t.v0 || t.v1 ? t.i0 + 1 : size + 1;
 }
 
 // The integer-expanded paste region of D2 on CPU: [floor(b0) - 1, ceil(b1) + 1) clipped to

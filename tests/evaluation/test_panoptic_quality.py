@@ -12,6 +12,7 @@ from panopticapi.evaluation import pq_compute, pq_compute_single_core
 from panopticapi.utils import id2rgb
 from PIL import Image
 
+import d2ext.evaluation.panoptic_quality as pqm
 from d2ext.evaluation.panoptic_quality import (
     PQStatFast,
     panoptic_image_stats,
@@ -84,7 +85,10 @@ def _assert_same(gt_json, pred_json, gt_dir, pred_dir):
 
 
 @pytest.mark.parametrize("seed,kw", [(0, {}), (1, {"op_prob": 0.03}), (2, {"op_prob": 0.2, "max_shift": 2})])
-def test_tiny_set_perturbations(panoptic_gt, tmp_path, seed, kw):
+@pytest.mark.parametrize("compiled", [True, False], ids=["ext", "fallback"])
+def test_tiny_set_perturbations(panoptic_gt, tmp_path, monkeypatch, seed, kw, compiled):
+    if not compiled:  # OpenCV decoding and numpy matching
+        monkeypatch.setattr(pqm, "extension_available", lambda: False)
     _, gt_json, gt_dir = panoptic_gt
     pred_json = _write_predictions(gt_json, gt_dir, str(tmp_path), seed, **kw)
     res = _assert_same(gt_json, pred_json, gt_dir, str(tmp_path))
