@@ -133,3 +133,25 @@ def test_demo_tool_draws_predictions(tmp_path):
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode != 0 and "input images not found" in proc.stderr
+
+
+def test_compare_fast_paste_tool(tmp_path):
+    """tools/compare_fast_paste.py: the A/B of the paste on a dataset, every pixel accounted for."""
+    out = tmp_path / "agreement.json"
+    _run(
+        [sys.executable, "tools/compare_fast_paste.py", "--config-file", "configs/Base/mask_rcnn_R_18_FPN_synth.yaml",
+         "--dataset", "synth_shapes_mini_val", "--max-images", "2", "--output", str(out),
+         "MODEL.WEIGHTS", "", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"],
+        tmp_path,
+    )
+    res = json.loads(out.read_text())
+    assert res["images"] == 2 and res["instances"] > 0 and res["same_detections"]
+    assert res["pixels"] > 0 and res["agreement_percent"] >= 99.99
+    # a model without a fast-paste variant is named
+    env = dict(os.environ, PYTHONPATH=REPO)
+    proc = subprocess.run(
+        [sys.executable, "tools/compare_fast_paste.py", "--config-file", "configs/YOLACT/yolact_R_18_synth.yaml",
+         "MODEL.WEIGHTS", ""],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode != 0 and "has no fast-paste variant" in proc.stderr

@@ -121,3 +121,24 @@ def test_pasted_roi_masks_keeps_its_type():
     assert isinstance(masks.to(torch.device("cpu")), fast_paste.PastedROIMasks)
     with pytest.raises(ValueError):
         masks[0]
+
+
+def test_fast_generalized_rcnn_matches_stock_keypoint_rcnn():
+    """Keypoint R-CNN (here with a mask head too, as D2 allows): keypoints untouched, masks pasted."""
+    zoo = "COCO-Keypoints/keypoint_rcnn_R_50_FPN_1x.yaml"
+    torch.manual_seed(0)
+    cfgs = [small_cfg(zoo, arch) for arch in ("GeneralizedRCNN", "FastGeneralizedRCNN")]
+    for cfg in cfgs:
+        cfg.MODEL.MASK_ON = True
+        cfg.MODEL.ROI_HEADS.NUM_CLASSES = 1  # keypoint heads are person-only in D2
+    ref = build_model(cfgs[0]).eval()
+    ours = build_model(cfgs[1]).eval()
+    ours.load_state_dict(ref.state_dict())
+    with torch.no_grad():
+        expected = ref(inputs())[0]["instances"]
+        with mock.patch.object(fast_paste, "paste_masks", wraps=fast_paste.paste_masks) as spy:
+            got = ours(inputs())[0]["instances"]
+    assert spy.call_count == 1
+    assert_same_instances(expected, got)
+    assert torch.equal(expected.pred_keypoints, got.pred_keypoints)
+    assert torch.equal(expected.pred_keypoint_heatmaps, got.pred_keypoint_heatmaps)
