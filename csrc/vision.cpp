@@ -4,7 +4,7 @@
 #include <torch/library.h>
 
 #include "mask_ops/mask_ops.h"
-#include "panoptic/panoptic_ops.h"
+#include "evaluation/eval_ops.h"
 
 namespace d2ext {
 
@@ -26,6 +26,7 @@ TORCH_LIBRARY(d2ext, m) {
   m.def("paste_masks(Tensor masks, Tensor boxes, int img_h, int img_w, float threshold) -> Tensor", &paste_masks);
   m.def("png_panoptic_ids(Tensor raw, int height, int width, int channels) -> Tensor", &png_panoptic_ids);
   m.def("id_pair_counts(Tensor gt, Tensor pred) -> (Tensor, Tensor)", &id_pair_counts);
+  m.def("rle_run_lengths(Tensor masks) -> (Tensor, Tensor)", &rle_run_lengths);
 }
 
 }  // namespace d2ext

@@ -14,6 +14,7 @@ pycocotools COCOeval; only two things change:
 """
 
 import contextlib
+import copy
 import gc
 import io
 import itertools
@@ -112,6 +113,34 @@ def instances_to_coco_json_fast(
     return results
 
 
+def _load_segm_results(coco_gt, anns: List[dict]):
+    """``coco_gt.loadRes(anns)`` for mask results without "bbox" (what D2 passes for "segm"):
+    the same result COCO, with the masks' areas and boxes computed in one batched call each
+    instead of two calls per result."""
+    from faster_coco_eval import COCO
+    from faster_coco_eval.core import mask as mask_api
+
+    if not all("segmentation" in a and "bbox" not in a for a in anns):
+        return coco_gt.loadRes(anns)
+    unknown = {a["image_id"] for a in anns} - set(coco_gt.getImgIds())
+    if unknown:
+        raise ValueError(f"results for image ids {sorted(unknown)[:10]} that are not in the ground truth")
+    rles = [a["segmentation"] for a in anns]
+    areas, boxes = mask_api.area(rles), mask_api.toBbox(rles)
+    for i, ann in enumerate(anns):
+        ann["area"] = areas[i]
+        ann["bbox"] = boxes[i]
+        ann["id"] = i + 1
+        ann["iscrowd"] = 0
+    res = COCO()
+    res.dataset["info"] = copy.deepcopy(coco_gt.dataset.get("info", {}))
+    res.dataset["images"] = list(coco_gt.dataset["images"])
+    res.dataset["categories"] = copy.deepcopy(coco_gt.dataset["categories"])
+    res.dataset["annotations"] = anns
+    res.createIndex()
+    return res
+
+
 def evaluate_predictions_on_coco_fast(
     coco_gt,
     coco_results: List[dict],
@@ -146,7 +175,7 @@ def evaluate_predictions_on_coco_fast(
         coco_results = [{k: v for k, v in c.items() if k != "bbox"} for c in coco_results]
     else:
         coco_results = [dict(c) for c in coco_results]
-    coco_dt = coco_gt.loadRes(coco_results)
+    coco_dt = _load_segm_results(coco_gt, coco_results) if iou_type == "segm" else coco_gt.loadRes(coco_results)
     coco_eval = COCOeval_faster(coco_gt, coco_dt, iou_type, print_function=logger.info)
     if iou_type != "keypoints":
         coco_eval.params.maxDets = list(max_dets_per_image or [1, 10, 100])

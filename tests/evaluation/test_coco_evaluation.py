@@ -212,3 +212,31 @@ def test_keypoints_match_d2(tmp_path):
     ours = _run(FastCOCOEvaluator(name, kpt_oks_sigmas=sigmas), fresh())
     assert set(ref) == {"bbox", "keypoints"} and 0 < ref["keypoints"]["AP"] < 100
     _assert_same_results(ours, ref)
+
+
+def test_batched_segm_results_equal_load_res(coco_gt):
+    """The segm results COCO built with batched area/box calls equals faster-coco-eval's loadRes."""
+    from faster_coco_eval import COCO as FastCOCO
+
+    from d2ext.evaluation.coco_evaluation import _load_segm_results, instances_to_coco_json_fast
+
+    meta = MetadataCatalog.get(coco_gt)
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = FastCOCO(meta.json_file)
+    results = []
+    for inp, out in _predictions(coco_gt, 3, jitter=1.0):
+        results += instances_to_coco_json_fast(out["instances"], inp["image_id"])
+    segm = [{k: v for k, v in r.items() if k != "bbox"} for r in results]
+    with contextlib.redirect_stdout(io.StringIO()):
+        ref = gt.loadRes([dict(r) for r in segm])
+    ours = _load_segm_results(gt, [dict(r) for r in segm])
+    assert len(ours.anns) == len(ref.anns) > 0
+    for i, a in ref.anns.items():
+        b = ours.anns[i]
+        assert a.keys() == b.keys()
+        for k in a:
+            assert np.array_equal(np.asarray(a[k]), np.asarray(b[k])) if k != "segmentation" else a[k] == b[k], k
+    assert ours.dataset["categories"] == ref.dataset["categories"]
+    assert [i["id"] for i in ours.dataset["images"]] == [i["id"] for i in ref.dataset["images"]]
+    with pytest.raises(ValueError, match="not in the ground truth"):
+        _load_segm_results(gt, [dict(segm[0], image_id=-5)])

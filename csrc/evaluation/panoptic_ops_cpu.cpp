@@ -1,5 +1,5 @@
-// CPU kernels of the panoptic-evaluation ops (panoptic_ops.h).
-#include "panoptic/panoptic_ops.h"
+// CPU kernels of the panoptic-evaluation ops (eval_ops.h).
+#include "evaluation/eval_ops.h"
 
 #include <algorithm>
 #include <cstdint>

@@ -1,6 +1,7 @@
-// Panoptic-evaluation ops (Python face: d2ext/evaluation/panoptic_quality.py), CPU only: they
-// run on decoded PNGs and id maps that live on the host. Each has a pure-numpy/OpenCV
-// equivalent there with identical results.
+// Evaluation ops, CPU only (they run on predictions and ground truth that live on the host), each
+// with a pure-numpy/OpenCV equivalent in its Python face giving identical results:
+//  * panoptic (d2ext/evaluation/panoptic_quality.py): PNG ids, segment-pair overlaps;
+//  * COCO (d2ext/evaluation/rle.py): column-major run lengths of row-major masks.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -20,5 +21,11 @@ at::Tensor png_panoptic_ids(const at::Tensor& raw, int64_t height, int64_t width
 // gt * 2^24 + pred and their pixel counts (int64), i.e. panopticapi's
 // np.unique(gt * OFFSET + pred, return_counts=True) in one pass.
 std::tuple<at::Tensor, at::Tensor> id_pair_counts(const at::Tensor& gt, const at::Tensor& pred);
+
+// COCO RLE run lengths of (N, H, W) row-major bool/uint8 masks (nonzero = foreground): the
+// lengths of the alternating runs of 0s and 1s of each mask in column-major order, starting with
+// 0s (pycocotools' uncompressed "counts"), without transposing copies. Returns (counts, lengths):
+// all masks' counts concatenated and the number of counts of each mask.
+std::tuple<at::Tensor, at::Tensor> rle_run_lengths(const at::Tensor& masks);
 
 }  // namespace d2ext
