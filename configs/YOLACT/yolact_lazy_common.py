@@ -22,6 +22,7 @@ from d2ext.modeling.yolact import (
     YOLACTHead,
     YOLACTLoss,
 )
+from d2ext.modeling.yolact.augmentation import Expand, PhotometricDistort, RandomSampleCrop
 
 model = L(YOLACT)(
     backbone=L(YOLACTFPN)(
@@ -61,7 +62,14 @@ model = L(YOLACT)(
 dataloader = get_config("common/data/coco.py").dataloader
 dataloader.train.mapper = L(YOLACTDatasetMapper)(
     is_train=True,
-    augmentations=[L(T.Resize)(shape=(550, 550)), L(T.RandomFlip)(horizontal=True)],
+    # the original's SSD augmentation (MODEL.YOLACT.SSD_AUGMENTATION in the yacs configs), flip, stretch
+    augmentations=[
+        L(PhotometricDistort)(image_format="RGB"),
+        L(Expand)(fill=[123.68, 116.78, 103.94]),
+        L(RandomSampleCrop)(),
+        L(T.RandomFlip)(horizontal=True),
+        L(T.Resize)(shape=(550, 550)),
+    ],
     image_format="RGB",
     use_instance_mask=True,
     instance_mask_format="bitmask",

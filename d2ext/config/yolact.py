@@ -66,6 +66,10 @@ def add_yolact_config(cfg: CN) -> None:
     # GT boxes whose width or height is <= this many pixels at INPUT_SIZE are dropped
     # (the original's discard_box_width/height = 4/550, a guard against NaN losses).
     cfg.MODEL.YOLACT.MIN_GT_BOX_SIZE = 4.0
+    # The original's training augmentation (SSD photometric distortion, zoom-out, IoU-constrained
+    # crop; d2ext/modeling/yolact/augmentation.py) before the flip and S x S resize of
+    # YOLACTDatasetMapper. False: resize + flip only.
+    cfg.MODEL.YOLACT.SSD_AUGMENTATION = True
 
     # --- Inference ---
     # Anchors whose best foreground score is <= this are dropped before NMS.

@@ -1,4 +1,5 @@
 """YOLACT on tiny CPU inputs: shapes, losses on odd GT, inference outputs, Fast NMS, crop."""
+import copy
 import os
 
 import numpy as np
@@ -250,6 +251,7 @@ def test_dataset_mapper_stretch_and_crowd(tmp_path):
     ]
     cfg = tiny_cfg()
     cfg.INPUT.RANDOM_FLIP = "none"
+    cfg.MODEL.YOLACT.SSD_AUGMENTATION = False  # deterministic: resize only
     mapper = build_train_mapper(cfg)
     out = mapper({"file_name": path, "height": 60, "width": 90, "image_id": 0, "annotations": anns})
     assert out["image"].shape == (3, 128, 128)
@@ -260,3 +262,100 @@ def test_dataset_mapper_stretch_and_crowd(tmp_path):
     with EventStorage():
         losses = m([out])
     assert all(torch.isfinite(v) for v in losses.values())
+
+
+def _shapes_image(tmp_path, h=120, w=160):
+    """A flat image with three rectangles (polygons) and their annotations."""
+    from PIL import Image
+
+    from detectron2.structures import BoxMode
+
+    img = np.full((h, w, 3), 90, np.uint8)
+    rects = [(10, 10, 50, 40), (70, 30, 140, 100), (20, 70, 45, 110)]
+    anns = []
+    for k, (x1, y1, x2, y2) in enumerate(rects):
+        img[y1:y2, x1:x2] = (40 * k + 60, 200 - 40 * k, 120)
+        anns.append({"bbox": [x1, y1, x2 - x1, y2 - y1], "bbox_mode": BoxMode.XYWH_ABS, "category_id": k,
+                     "iscrowd": 0, "segmentation": [[x1, y1, x2, y1, x2, y2, x1, y2]]})
+    path = str(tmp_path / "shapes.png")
+    Image.fromarray(img).save(path)
+    return {"file_name": path, "height": h, "width": w, "image_id": 0, "annotations": anns}
+
+
+def test_ssd_augmentation_keeps_boxes_masks_and_images_consistent(tmp_path):
+    """The original's SSD augmentation through D2's annotation code: every output box is inside
+    the S x S image and tight around its mask, objects only disappear through the crop, and the
+    photometric / zoom-out / crop steps all happen over a few draws."""
+    from d2ext.data import build_train_mapper
+
+    record = _shapes_image(tmp_path)
+    cfg = tiny_cfg(size=96)
+    assert cfg.MODEL.YOLACT.SSD_AUGMENTATION  # the original's recipe is the default
+    mapper = build_train_mapper(cfg)
+    counts, means = set(), set()
+    for seed in range(40):
+        np.random.seed(seed)
+        out = mapper(copy.deepcopy(record))
+        assert out["image"].shape == (3, 96, 96) and torch.isfinite(out["image"].float()).all()
+        inst = out["instances"]
+        counts.add(len(inst))
+        means.add(round(float(out["image"].float().mean()), 1))
+        boxes = inst.gt_boxes.tensor
+        assert (boxes >= 0).all() and (boxes <= 96).all()
+        for box, mask in zip(boxes, inst.gt_masks.tensor):
+            ys, xs = torch.nonzero(mask, as_tuple=True)
+            assert len(ys) > 0
+            # the mask lies within its (clipped) box, up to the resize's rounding
+            assert xs.min() >= box[0] - 2 and xs.max() <= box[2] + 1 and ys.min() >= box[1] - 2 and ys.max() <= box[3] + 1
+    assert max(counts) == 3 and min(counts) < 3  # the crop drops objects whose centre it leaves out
+    assert len(means) > 10  # photometric distortion and zoom-out change the pixels
+
+
+def test_ssd_augmentation_parts():
+    from detectron2.data import transforms as T
+
+    from d2ext.modeling.yolact.augmentation import Expand, PhotometricDistort, RandomSampleCrop, centers_inside
+
+    rng_img = np.random.default_rng(0).integers(0, 255, size=(50, 80, 3)).astype(np.uint8)
+    # zoom-out: the canvas is filled with the per-channel mean, the image copied at the offset
+    np.random.seed(1)
+    t = Expand(fill=[1.0, 2.0, 3.0], prob=1.0).get_transform(rng_img)
+    out = t.apply_image(rng_img)
+    assert out.shape[0] >= 50 and out.shape[1] >= 80 and out.dtype == np.float32
+    assert np.array_equal(out[t.y0 : t.y0 + 50, t.x0 : t.x0 + 80], rng_img)
+    if t.y0 > 0:
+        assert (out[0, 0] == [1.0, 2.0, 3.0]).all()
+    np.testing.assert_allclose(t.apply_box(np.array([[0.0, 0.0, 10.0, 10.0]])), [[t.x0, t.y0, t.x0 + 10, t.y0 + 10]])
+    # crop: with boxes it keeps at least one object centre; without boxes it does nothing
+    boxes = np.array([[5.0, 5.0, 30.0, 25.0], [40.0, 10.0, 75.0, 45.0]])
+    crops = 0
+    for seed in range(30):
+        np.random.seed(seed)
+        t = RandomSampleCrop().get_transform(rng_img, boxes)
+        if isinstance(t, T.CropTransform):
+            crops += 1
+            assert t.w >= 0.3 * 80 - 1 and t.h >= 0.3 * 50 - 1 and 0.5 <= t.h / t.w <= 2.0 + 1e-6
+            assert centers_inside(t.apply_box(boxes), t.h, t.w).any()
+    assert crops > 0
+    assert isinstance(RandomSampleCrop().get_transform(rng_img, np.zeros((0, 4))), T.NoOpTransform)
+    # photometric: float32 output of the same shape; with no step drawn it is a no-op
+    np.random.seed(3)
+    ts = [PhotometricDistort().get_transform(rng_img) for _ in range(20)]
+    changed = [t for t in ts if not isinstance(t, T.NoOpTransform)]
+    assert changed and all(t.apply_image(rng_img).shape == rng_img.shape for t in changed)
+    hsv_only = PhotometricDistort(brightness_delta=0.0, contrast=(1.0, 1.0), saturation=(1.0, 1.0), hue_delta=0.0)
+    for _ in range(10):  # identity parameters: the HSV round trip keeps the pixels
+        t = hsv_only.get_transform(rng_img)
+        np.testing.assert_allclose(np.asarray(t.apply_image(rng_img), np.float32), rng_img, atol=0.05)
+
+
+def test_mapper_image_without_annotations(tmp_path):
+    from d2ext.data import build_train_mapper
+
+    record = _shapes_image(tmp_path)
+    record["annotations"] = []
+    mapper = build_train_mapper(tiny_cfg(size=64))
+    for seed in range(5):
+        np.random.seed(seed)
+        out = mapper(copy.deepcopy(record))
+        assert out["image"].shape == (3, 64, 64) and len(out["instances"]) == 0

@@ -1,8 +1,12 @@
-"""Train-time mapper for YOLACT: D2's DatasetMapper with the original's square stretch.
+"""Train-time mapper for YOLACT: D2's DatasetMapper with the original's augmentation and square
+stretch.
 
 The model stretches any image to S x S itself (so D2's test-time mapper works unchanged); at
-training, resizing in the mapper to S x S keeps GT masks small. Crowd annotations, which D2's
-mapper drops, are kept as ``dataset_dict["crowd_boxes"]`` for the original's crowd handling.
+training, resizing in the mapper to S x S keeps GT masks small. Before it, with
+``MODEL.YOLACT.SSD_AUGMENTATION`` (default on, as the original), the SSD photometric distortion,
+zoom-out and IoU-constrained crop of :mod:`.augmentation` run; objects whose centre the crop
+leaves out are dropped, as there. Crowd annotations, which D2's mapper drops, are kept as
+``dataset_dict["crowd_boxes"]`` for the original's crowd handling.
 """
 import copy
 
@@ -16,37 +20,59 @@ from detectron2.structures import Boxes, BoxMode
 
 from d2ext.data import MAPPER_REGISTRY
 
+from .augmentation import build_ssd_augmentations, centers_inside
+
 __all__ = ["YOLACTDatasetMapper"]
+
+
+def _xyxy(annotations) -> np.ndarray:
+    return np.array(
+        [BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in annotations], dtype=np.float64
+    ).reshape(-1, 4)
 
 
 @MAPPER_REGISTRY.register()
 class YOLACTDatasetMapper(DatasetMapper):
-    """``INPUT.DATASET_MAPPER_NAME: YOLACTDatasetMapper``: Resize((S, S)) (+ horizontal flip at
-    training), bitmask GT, plus ``crowd_boxes`` (Boxes, XYXY pixels of the mapped image)."""
+    """``INPUT.DATASET_MAPPER_NAME: YOLACTDatasetMapper``: (SSD augmentation +) Resize((S, S))
+    (+ horizontal flip at training), bitmask GT, plus ``crowd_boxes`` (Boxes, XYXY pixels of the
+    mapped image)."""
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True):
         ret = super().from_config(cfg, is_train)
         size = cfg.MODEL.YOLACT.INPUT_SIZE
-        augs = [T.Resize((size, size))]
+        augs = []
+        if is_train and cfg.MODEL.YOLACT.SSD_AUGMENTATION:
+            # PIXEL_MEAN is in the channel order of INPUT.FORMAT, as the mapper's images
+            augs += build_ssd_augmentations(list(cfg.MODEL.PIXEL_MEAN), cfg.INPUT.FORMAT)
         if is_train and cfg.INPUT.RANDOM_FLIP != "none":
             augs.append(T.RandomFlip(horizontal=cfg.INPUT.RANDOM_FLIP == "horizontal", vertical=cfg.INPUT.RANDOM_FLIP == "vertical"))
+        augs.append(T.Resize((size, size)))
         ret["augmentations"] = augs
         ret["instance_mask_format"] = "bitmask"
         return ret
 
     def __call__(self, dataset_dict):
-        crowd = [a for a in dataset_dict.get("annotations", []) if a.get("iscrowd", 0)]
-        if not (self.is_train and crowd):
+        if not self.is_train:
             return super().__call__(dataset_dict)
-        # run D2's mapping, then transform the crowd boxes with the same (deterministic) transform
         dataset_dict = copy.deepcopy(dataset_dict)
         image = utils.read_image(dataset_dict["file_name"], format=self.image_format)
-        aug_input = T.AugInput(image)
+        utils.check_image_size(dataset_dict, image)
+        annotations = dataset_dict.get("annotations", [])
+        crowd = [a for a in annotations if a.get("iscrowd", 0)]
+        objects = [a for a in annotations if not a.get("iscrowd", 0)]
+        # the crop's IoU constraints and centre test look at the (non-crowd) objects
+        aug_input = T.AugInput(image, boxes=_xyxy(objects))
         transforms = self.augmentations(aug_input)
         image = aug_input.image
+        h, w = image.shape[:2]
         dataset_dict["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
-        boxes = np.array([BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in crowd], dtype=np.float64)
-        dataset_dict["crowd_boxes"] = Boxes(torch.as_tensor(transforms.apply_box(boxes), dtype=torch.float32))
-        self._transform_annotations(dataset_dict, transforms, image.shape[:2])
+        if crowd:
+            boxes = np.clip(transforms.apply_box(_xyxy(crowd)), 0, [w, h, w, h])
+            keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+            dataset_dict["crowd_boxes"] = Boxes(torch.as_tensor(boxes[keep], dtype=torch.float32))
+        if objects:
+            objects = [a for a, k in zip(objects, centers_inside(transforms.apply_box(_xyxy(objects)), h, w)) if k]
+        dataset_dict["annotations"] = objects
+        self._transform_annotations(dataset_dict, transforms, (h, w))
         return dataset_dict
