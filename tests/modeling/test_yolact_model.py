@@ -289,8 +289,12 @@ def test_ssd_augmentation_keeps_boxes_masks_and_images_consistent(tmp_path):
     from d2ext.data import build_train_mapper
 
     record = _shapes_image(tmp_path)
+    default = get_cfg()
+    add_d2ext_config(default)
+    assert default.MODEL.YOLACT.SSD_AUGMENTATION  # the original's recipe is the default
     cfg = tiny_cfg(size=96)
-    assert cfg.MODEL.YOLACT.SSD_AUGMENTATION  # the original's recipe is the default
+    assert not cfg.MODEL.YOLACT.SSD_AUGMENTATION  # ... except in the CPU-budget synthetic config
+    cfg.MODEL.YOLACT.SSD_AUGMENTATION = True
     mapper = build_train_mapper(cfg)
     counts, means = set(), set()
     for seed in range(40):
@@ -354,7 +358,7 @@ def test_mapper_image_without_annotations(tmp_path):
 
     record = _shapes_image(tmp_path)
     record["annotations"] = []
-    mapper = build_train_mapper(tiny_cfg(size=64))
+    mapper = build_train_mapper(tiny_cfg(size=64, SSD_AUGMENTATION=True))
     for seed in range(5):
         np.random.seed(seed)
         out = mapper(copy.deepcopy(record))
