@@ -363,3 +363,23 @@ def test_mapper_image_without_annotations(tmp_path):
         np.random.seed(seed)
         out = mapper(copy.deepcopy(record))
         assert out["image"].shape == (3, 64, 64) and len(out["instances"]) == 0
+
+
+def test_crop_drops_objects_whose_centre_it_cuts_away(tmp_path):
+    """After a crop, objects with their centre outside are dropped (the original), not clipped
+    (D2); without a crop nothing is dropped."""
+    from detectron2.data import transforms as T
+
+    from d2ext.modeling.yolact import YOLACTDatasetMapper
+
+    class FixedCrop(T.Augmentation):
+        def get_transform(self, image):
+            return T.CropTransform(0, 0, 60, 60)
+
+    record = _shapes_image(tmp_path)  # boxes (10,10,50,40), (70,30,140,100), (20,70,45,110)
+    record["annotations"][1]["bbox"] = [40, 30, 100, 70]  # overlaps the crop, centre (90, 65) outside
+    kw = dict(is_train=True, image_format="BGR", use_instance_mask=True, instance_mask_format="bitmask")
+    cropped = YOLACTDatasetMapper(augmentations=[FixedCrop()], **kw)(copy.deepcopy(record))["instances"]
+    assert cropped.gt_classes.tolist() == [0]  # (20,70,45,110) is outside, (40,30,..) centre outside
+    kept = YOLACTDatasetMapper(augmentations=[T.NoOpTransform()], **kw)(copy.deepcopy(record))["instances"]
+    assert kept.gt_classes.tolist() == [0, 1, 2]

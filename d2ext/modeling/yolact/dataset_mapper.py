@@ -71,7 +71,8 @@ class YOLACTDatasetMapper(DatasetMapper):
             boxes = np.clip(transforms.apply_box(_xyxy(crowd)), 0, [w, h, w, h])
             keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
             dataset_dict["crowd_boxes"] = Boxes(torch.as_tensor(boxes[keep], dtype=torch.float32))
-        if objects:
+        if objects and any(isinstance(t, T.CropTransform) for t in transforms):
+            # the original's crop keeps the objects whose centre it contains (D2 would clip them)
             objects = [a for a, k in zip(objects, centers_inside(transforms.apply_box(_xyxy(objects)), h, w)) if k]
         dataset_dict["annotations"] = objects
         self._transform_annotations(dataset_dict, transforms, (h, w))
