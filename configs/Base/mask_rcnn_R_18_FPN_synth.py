@@ -4,13 +4,11 @@
 """
 import torch
 
-from detectron2.config import LazyCall as L
-from detectron2.config import get_cfg
 from detectron2.model_zoo import get_config
-from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
 
 from ..common.synth_data import dataloader
-from ..common.synth_schedule import lr_multiplier, train
+from ..common.synth_schedule import clipped_optimizer as _clipped_optimizer
+from ..common.synth_schedule import lr_multiplier, train  # noqa: F401
 from ..common.synth_r18 import resnet18_from_scratch as _resnet18_from_scratch
 
 model = get_config("common/models/mask_rcnn_fpn.py").model
@@ -25,17 +23,7 @@ model.proposal_generator.post_nms_topk = (500, 500)
 model.roi_heads.num_classes = 6
 model.roi_heads.batch_size_per_image = 128
 
-# SGD lr 0.01 with per-parameter gradient-norm clipping at 10 (see the yacs twin for why),
-# through D2's own wrapper (what SOLVER.CLIP_GRADIENTS does for the yacs config)
-_clip_cfg = get_cfg()
-_clip_cfg.SOLVER.CLIP_GRADIENTS.ENABLED = True
-_clip_cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "norm"
-_clip_cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 10.0
-optimizer = L(maybe_add_gradient_clipping(_clip_cfg, torch.optim.SGD))(
-    params=L(get_default_optimizer_params)(weight_decay_norm=0.0),
-    lr=0.01,
-    momentum=0.9,
-    weight_decay=1e-4,
-)
+# SGD lr 0.01 with per-parameter gradient-norm clipping at 10 (see the yacs twin for why)
+optimizer = _clipped_optimizer(torch.optim.SGD, 10.0, lr=0.01, momentum=0.9, weight_decay=1e-4)
 
 train.output_dir = "output/mask_rcnn_R_18_FPN_synth_lazy"

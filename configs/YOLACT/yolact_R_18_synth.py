@@ -6,10 +6,9 @@ import torch
 
 import detectron2.data.transforms as T
 from detectron2.config import LazyCall as L
-from detectron2.config import get_cfg
-from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
 
 from ..common.synth_data import dataloader
+from ..common.synth_schedule import clipped_optimizer as _clipped_optimizer
 from ..common.synth_schedule import lr_multiplier, train  # noqa: F401
 from ..common.synth_r18 import resnet18_from_scratch as _resnet18_from_scratch
 from .yolact_lazy_common import model
@@ -35,16 +34,7 @@ dataloader.train.mapper = L(YOLACTDatasetMapper)(
     instance_mask_format="bitmask",
 )
 
-# AdamW at 1e-3 with per-parameter gradient-norm clipping at 1 (see the yacs twin for why),
-# through D2's own wrapper (what SOLVER.CLIP_GRADIENTS does for the yacs config)
-_clip_cfg = get_cfg()
-_clip_cfg.SOLVER.CLIP_GRADIENTS.ENABLED = True
-_clip_cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "norm"
-_clip_cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 1.0
-optimizer = L(maybe_add_gradient_clipping(_clip_cfg, torch.optim.AdamW))(
-    params=L(get_default_optimizer_params)(weight_decay_norm=0.0),
-    lr=1e-3,
-    weight_decay=1e-4,
-)
+# AdamW at 1e-3 with per-parameter gradient-norm clipping at 1 (see the yacs twin for why)
+optimizer = _clipped_optimizer(torch.optim.AdamW, 1.0, lr=1e-3, weight_decay=1e-4)
 
 train.output_dir = "output/yolact_R_18_synth_lazy"

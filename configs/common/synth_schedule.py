@@ -3,8 +3,10 @@ configs/Base/Base-synth-R18.yaml (SGD lr 0.02, 1500 iters, steps at 1100/1350, w
 from fvcore.common.param_scheduler import MultiStepParamScheduler
 
 from detectron2.config import LazyCall as L
+from detectron2.config import get_cfg
 from detectron2.model_zoo import get_config
 from detectron2.solver import WarmupParamScheduler
+from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
 
 optimizer = get_config("common/optim.py").SGD
 optimizer.lr = 0.02
@@ -26,3 +28,16 @@ lr_multiplier = L(WarmupParamScheduler)(
     warmup_length=100 / 1500,
     warmup_factor=0.001,
 )
+
+
+def clipped_optimizer(optimizer_class, clip_value: float, **kwargs):
+    """A LazyCall of ``optimizer_class`` with per-parameter gradient-norm clipping at
+    ``clip_value``, through D2's own wrapper (what SOLVER.CLIP_GRADIENTS does for yacs configs);
+    ``kwargs`` are the optimizer's (lr, weight_decay, ...)."""
+    clip_cfg = get_cfg()
+    clip_cfg.SOLVER.CLIP_GRADIENTS.ENABLED = True
+    clip_cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "norm"
+    clip_cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = clip_value
+    return L(maybe_add_gradient_clipping(clip_cfg, optimizer_class))(
+        params=L(get_default_optimizer_params)(weight_decay_norm=0.0), **kwargs
+    )
