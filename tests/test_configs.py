@@ -78,3 +78,22 @@ def test_unknown_mapper_name_is_a_clear_error():
     cfg.INPUT.DATASET_MAPPER_NAME = "NoSuchMapper"
     with pytest.raises(KeyError, match="NoSuchMapper"):
         build_train_mapper(cfg)
+
+
+def test_yolact_synth_twins_agree():
+    """The yacs and LazyConfig YOLACT synthetic configs build the same anchors and the same
+    training augmentations (the twins are edited by hand)."""
+    from d2ext.data import build_train_mapper
+
+    yaml = get_cfg()
+    add_d2ext_config(yaml)
+    yaml.merge_from_file(os.path.join(REPO, "configs", "YOLACT", "yolact_R_18_synth.yaml"))
+    lazy = LazyConfig.load(os.path.join(REPO, "configs", "YOLACT", "yolact_R_18_synth.py"))
+    a, b = build_model(yaml).anchor_generator, instantiate(lazy.model).anchor_generator
+    assert len(a.cell_anchors) == len(b.cell_anchors)
+    for x, y in zip(a.cell_anchors, b.cell_anchors):
+        torch.testing.assert_close(x, y)
+    def augs(mapper):  # LazyConfig stores tuples as lists
+        return str(mapper.augmentations).replace("(", "[").replace(")", "]")
+
+    assert augs(build_train_mapper(yaml)) == augs(instantiate(lazy.dataloader.train.mapper))

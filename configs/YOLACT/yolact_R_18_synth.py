@@ -17,18 +17,27 @@ from d2ext.modeling.yolact import YOLACTDatasetMapper
 _resnet18_from_scratch(model.backbone.bottom_up)
 model.num_classes = 6
 model.input_size = 256
-model.anchor_generator.sizes = [[12], [24], [48], [96], [192]]  # paper sizes scaled to 256 px
+# the paper's sizes scaled to 256 px, three scales per level as YOLACT++ (see the yacs twin)
+model.anchor_generator.sizes = [
+    [12, 15.12, 19.05], [24, 30.24, 38.1], [48, 60.5, 76.2], [96, 121, 152.4], [192, 242, 305]
+]
 model.anchor_generator.square_anchors = False
 model.pixel_mean = [127.5, 127.5, 127.5]
 model.pixel_std = [64.0, 64.0, 64.0]
 
 dataloader.train.mapper = L(YOLACTDatasetMapper)(
     is_train=True,
-    # flip and stretch only: the original's SSD augmentation is off at this CPU budget (see the
-    # yacs twin); to turn it on, put L(PhotometricDistort)(image_format="BGR"),
-    # L(Expand)(fill=[127.5] * 3) and L(RandomSampleCrop)() (d2ext.modeling.yolact.augmentation)
-    # first, as configs/YOLACT/yolact_lazy_common.py does
-    augmentations=[L(T.RandomFlip)(horizontal=True), L(T.Resize)(shape=(256, 256))],
+    # scale jitter (MODEL.YOLACT.SCALE_JITTER), flip and stretch: the original's SSD augmentation
+    # is off at this CPU budget (see the yacs twin); to turn it on, put
+    # L(PhotometricDistort)(image_format="BGR"), L(Expand)(fill=[127.5] * 3) and
+    # L(RandomSampleCrop)() (d2ext.modeling.yolact.augmentation) first, as
+    # configs/YOLACT/yolact_lazy_common.py does
+    augmentations=[
+        L(T.ResizeScale)(min_scale=0.75, max_scale=1.25, target_height=256, target_width=256),
+        L(T.FixedSizeCrop)(crop_size=(256, 256), pad=True, pad_value=127.5),
+        L(T.RandomFlip)(horizontal=True),
+        L(T.Resize)(shape=(256, 256)),
+    ],
     image_format="BGR",
     use_instance_mask=True,
     instance_mask_format="bitmask",

@@ -70,6 +70,11 @@ def add_yolact_config(cfg: CN) -> None:
     # crop; d2ext/modeling/yolact/augmentation.py) before the flip and S x S resize of
     # YOLACTDatasetMapper. False: resize + flip only.
     cfg.MODEL.YOLACT.SSD_AUGMENTATION = True
+    # Scale jitter at training (d2ext's addition, off in the original and the paper configs):
+    # (min, max) scale for D2's ResizeScale to S x S followed by FixedSizeCrop((S, S)) (the
+    # large-scale-jitter recipe of D2's new baselines), after the SSD augmentation; objects
+    # whose centre the crop leaves out are dropped. Empty: off.
+    cfg.MODEL.YOLACT.SCALE_JITTER = []
 
     # --- Inference ---
     # Anchors whose best foreground score is <= this are dropped before NMS.

@@ -31,6 +31,7 @@ def tiny_cfg(size=128, **yolact):
     cfg.MODEL.YOLACT.HEAD_CONV_DIM = 32
     cfg.MODEL.YOLACT.NUM_PROTOTYPES = 8
     cfg.MODEL.ANCHOR_GENERATOR.SIZES = [[8], [16], [32], [64], [128]]
+    cfg.MODEL.YOLACT.SCALE_JITTER = []  # tests that want it set it
     for k, v in yolact.items():
         cfg.MODEL.YOLACT[k] = v
     return cfg
@@ -351,6 +352,38 @@ def test_ssd_augmentation_parts():
     for _ in range(10):  # identity parameters: the HSV round trip keeps the pixels
         t = hsv_only.get_transform(rng_img)
         np.testing.assert_allclose(np.asarray(t.apply_image(rng_img), np.float32), rng_img, atol=0.05)
+
+
+def test_scale_jitter_rescales_objects_and_keeps_annotations_consistent(tmp_path):
+    """MODEL.YOLACT.SCALE_JITTER: D2's ResizeScale + FixedSizeCrop before the S x S stretch;
+    objects change size, boxes stay tight around their masks, the padding is the mean pixel."""
+    from d2ext.data import build_train_mapper
+
+    record = _shapes_image(tmp_path)
+    cfg = tiny_cfg(size=96)
+    cfg.INPUT.RANDOM_FLIP = "none"
+    cfg.MODEL.YOLACT.SCALE_JITTER = [0.5, 1.5]
+    mapper = build_train_mapper(cfg)
+    widths, padded = set(), 0
+    for seed in range(30):
+        np.random.seed(seed)
+        out = mapper(copy.deepcopy(record))
+        assert out["image"].shape == (3, 96, 96)
+        inst = out["instances"]
+        if len(inst) == 0:  # the crop cut every object's centre away
+            continue
+        boxes = inst.gt_boxes.tensor
+        assert (boxes >= 0).all() and (boxes <= 96).all()
+        for box, mask in zip(boxes, inst.gt_masks.tensor):
+            ys, xs = torch.nonzero(mask, as_tuple=True)
+            assert xs.min() >= box[0] - 1 and xs.max() <= box[2] and ys.min() >= box[1] - 1 and ys.max() <= box[3]
+        widths.add(round(float(boxes[0, 2] - boxes[0, 0])))
+        if (out["image"][:, -1, -1] == 127).all():  # scale < 1: bottom-right padding, the mean 127.5 as uint8
+            padded += 1
+    assert len(widths) > 5 and padded > 0
+    cfg.MODEL.YOLACT.SCALE_JITTER = [1.5, 0.5]
+    with pytest.raises(ValueError, match="SCALE_JITTER"):
+        build_train_mapper(cfg)
 
 
 def test_mapper_image_without_annotations(tmp_path):

@@ -26,7 +26,14 @@ import torch
 from detectron2.data import transforms as T
 from detectron2.structures import Boxes, pairwise_iou
 
-__all__ = ["PhotometricDistort", "Expand", "RandomSampleCrop", "build_ssd_augmentations", "centers_inside"]
+__all__ = [
+    "PhotometricDistort",
+    "Expand",
+    "RandomSampleCrop",
+    "build_ssd_augmentations",
+    "build_scale_jitter",
+    "centers_inside",
+]
 
 
 def _color(op) -> T.ColorTransform:
@@ -180,3 +187,16 @@ def build_ssd_augmentations(pixel_mean: Sequence[float], image_format: str = "BG
     """The original's augmentations before its flip and resize (module doc); ``pixel_mean`` in
     the images' channel order."""
     return [PhotometricDistort(image_format=image_format), Expand(fill=pixel_mean), RandomSampleCrop()]
+
+
+def build_scale_jitter(scale_range: Sequence[float], size: int, pixel_mean: Sequence[float]) -> List[T.Augmentation]:
+    """``MODEL.YOLACT.SCALE_JITTER``: D2's ResizeScale to ``size`` x ``size`` by a random factor
+    in ``scale_range`` (aspect kept), then FixedSizeCrop back to ``size`` x ``size``, padded
+    with the mean pixel."""
+    if len(scale_range) != 2 or not 0 < float(scale_range[0]) <= float(scale_range[1]):
+        raise ValueError(f"MODEL.YOLACT.SCALE_JITTER must be (min, max) with 0 < min <= max, got {tuple(scale_range)}")
+    lo, hi = float(scale_range[0]), float(scale_range[1])
+    return [
+        T.ResizeScale(lo, hi, size, size),
+        T.FixedSizeCrop((size, size), pad=True, pad_value=float(np.mean(pixel_mean))),
+    ]

@@ -20,7 +20,7 @@ from detectron2.structures import Boxes, BoxMode
 
 from d2ext.data import MAPPER_REGISTRY
 
-from .augmentation import build_ssd_augmentations, centers_inside
+from .augmentation import build_scale_jitter, build_ssd_augmentations, centers_inside
 
 __all__ = ["YOLACTDatasetMapper"]
 
@@ -45,6 +45,9 @@ class YOLACTDatasetMapper(DatasetMapper):
         if is_train and cfg.MODEL.YOLACT.SSD_AUGMENTATION:
             # PIXEL_MEAN is in the channel order of INPUT.FORMAT, as the mapper's images
             augs += build_ssd_augmentations(list(cfg.MODEL.PIXEL_MEAN), cfg.INPUT.FORMAT)
+        jitter = tuple(cfg.MODEL.YOLACT.SCALE_JITTER) if is_train else ()
+        if jitter:
+            augs += build_scale_jitter(jitter, size, cfg.MODEL.PIXEL_MEAN)
         if is_train and cfg.INPUT.RANDOM_FLIP != "none":
             augs.append(T.RandomFlip(horizontal=cfg.INPUT.RANDOM_FLIP == "horizontal", vertical=cfg.INPUT.RANDOM_FLIP == "vertical"))
         augs.append(T.Resize((size, size)))
