@@ -93,6 +93,7 @@ def test_yolact_synth_twins_agree():
     assert len(a.cell_anchors) == len(b.cell_anchors)
     for x, y in zip(a.cell_anchors, b.cell_anchors):
         torch.testing.assert_close(x, y)
+
     def augs(mapper):  # LazyConfig stores tuples as lists
         return str(mapper.augmentations).replace("(", "[").replace(")", "]")
 
