@@ -81,15 +81,19 @@ def test_unknown_mapper_name_is_a_clear_error():
 
 
 def test_yolact_synth_twins_agree():
-    """The yacs and LazyConfig YOLACT synthetic configs build the same anchors and the same
-    training augmentations (the twins are edited by hand)."""
+    """The yacs and LazyConfig YOLACT synthetic configs build the same anchors, mask targets,
+    mask threshold and training augmentations (the twins are edited by hand)."""
     from d2ext.data import build_train_mapper
 
     yaml = get_cfg()
     add_d2ext_config(yaml)
     yaml.merge_from_file(os.path.join(REPO, "configs", "YOLACT", "yolact_R_18_synth.yaml"))
     lazy = LazyConfig.load(os.path.join(REPO, "configs", "YOLACT", "yolact_R_18_synth.py"))
-    a, b = build_model(yaml).anchor_generator, instantiate(lazy.model).anchor_generator
+    ma, mb = build_model(yaml), instantiate(lazy.model)
+    assert (ma.loss.soft_mask_targets, ma.mask_threshold) == (True, 0.35)
+    assert (mb.loss.soft_mask_targets, mb.mask_threshold) == (True, 0.35)
+    assert (ma.mask_iou_net, mb.mask_iou_net) == (None, None)
+    a, b = ma.anchor_generator, mb.anchor_generator
     assert len(a.cell_anchors) == len(b.cell_anchors)
     for x, y in zip(a.cell_anchors, b.cell_anchors):
         torch.testing.assert_close(x, y)

@@ -22,6 +22,9 @@ model.anchor_generator.sizes = [
     [12, 15.12, 19.05], [24, 30.24, 38.1], [48, 60.5, 76.2], [96, 121, 152.4], [192, 242, 305]
 ]
 model.anchor_generator.square_anchors = False
+# soft mask targets and a 0.35 mask threshold (chosen on synth_shapes_tune; see the yacs twin)
+model.loss.soft_mask_targets = True
+model.mask_threshold = 0.35
 model.pixel_mean = [127.5, 127.5, 127.5]
 model.pixel_std = [64.0, 64.0, 64.0]
 

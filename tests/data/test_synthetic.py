@@ -98,6 +98,7 @@ def test_builtin_specs_deterministic():
     assert set(BUILTIN_DATASETS) == {
         "synth_shapes_train",
         "synth_shapes_val",
+        "synth_shapes_tune",
         "synth_panoptic_train",
         "synth_panoptic_val",
         "synth_shapes_mini_train",
@@ -117,6 +118,7 @@ def test_builtin_specs_deterministic():
         builtin_spec("synth_shapes_val"), 0
     )
     assert not np.array_equal(train.image, val.image)
+    assert not np.array_equal(render_image(builtin_spec("synth_shapes_tune"), 0).image, val.image)
 
 
 def test_spec_rejects_bad_values():

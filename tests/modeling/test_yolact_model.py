@@ -14,8 +14,8 @@ from detectron2.utils.events import EventStorage
 
 from d2ext import add_d2ext_config
 from d2ext.layers import assemble_masks
-from d2ext.modeling.yolact import ProtoNet, YOLACTLoss, crop_masks, fast_nms, standard_nms
-from d2ext.modeling.yolact.loss import match_with_forced_best
+from d2ext.modeling.yolact import MaskIoUNet, ProtoNet, YOLACTLoss, crop_masks, fast_nms, standard_nms
+from d2ext.modeling.yolact.loss import downsample_mask_targets, match_with_forced_best
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
@@ -78,6 +78,14 @@ def test_protonet_138_for_550():
     out = net(torch.randn(1, 4, 69, 69))
     assert out.shape == (1, 8, 138, 138) and out.min() >= 0
     assert [i for i, m in enumerate(net.net) if isinstance(m, torch.nn.Conv2d)] == [0, 2, 4, 8, 10]
+    assert net.upsample_factor == 2
+    # d2ext's extra upsampling stages: stride-2 prototypes, the original's layers keep their indices
+    cfg.MODEL.YOLACT.PROTO_EXTRA_UPSAMPLE_DIMS = [6]
+    net = ProtoNet(cfg, ShapeSpec(channels=4))
+    out = net(torch.randn(1, 4, 69, 69))
+    assert out.shape == (1, 8, 276, 276) and out.min() >= 0 and net.upsample_factor == 4
+    convs = [(i, m.out_channels) for i, m in enumerate(net.net) if isinstance(m, torch.nn.Conv2d)]
+    assert convs == [(0, 8), (2, 8), (4, 8), (8, 8), (12, 6), (14, 8)]
 
 
 def test_backbone_levels(model):
@@ -127,6 +135,85 @@ def test_many_instances_sample_masks():
     xy = rng.randint(0, 80, size=(130, 2))
     boxes = [(x, y, x + 12 + rng.randint(20), y + 12 + rng.randint(20)) for x, y in xy]
     _losses(m, [make_input(boxes=boxes, classes=rng.randint(0, 3, 130).tolist())])
+
+
+def test_mask_targets_binarised_or_soft():
+    """The original's targets are bilinear + binarised; MASK_SOFT_TARGETS gives the covered
+    fraction of each prototype pixel, whose upsampled 0.5 level follows a sub-pixel boundary."""
+    yy, xx = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    disks = torch.stack([((yy - cy) ** 2 + (xx - cx) ** 2 <= r * r) for cy, cx, r in [(20.3, 30.7, 5.0), (41.0, 17.5, 7.5)]])
+    hard, soft = downsample_mask_targets(disks, (16, 16)), downsample_mask_targets(disks, (16, 16), soft=True)
+    assert hard.shape == soft.shape == (2, 16, 16)
+    assert set(hard.unique().tolist()) <= {0.0, 1.0}
+    assert ((soft > 0) & (soft < 1)).any() and (soft >= 0).all() and (soft <= 1).all()
+    # the covered fraction: area is preserved exactly at an integer stride
+    torch.testing.assert_close(soft.sum(dim=(1, 2)) * 16, disks.sum(dim=(1, 2)).float())
+    # the mask the loss asks for, decoded as at test time (bilinear up, > 0.5), fits the object better
+    def iou(t):
+        up = torch.nn.functional.interpolate(t[None], (64, 64), mode="bilinear", align_corners=False)[0] > 0.5
+        return ((up & disks).sum(dim=(1, 2)) / (up | disks).sum(dim=(1, 2))).tolist()
+    assert all(s > h for s, h in zip(iou(soft), iou(hard)))
+    assert downsample_mask_targets(torch.zeros(0, 64, 64, dtype=torch.bool), (16, 16), soft=True).shape == (0, 16, 16)
+    # wired from the config into the loss, and the loss trains with it
+    m = build_model(tiny_cfg(MASK_SOFT_TARGETS=True))
+    assert m.loss.soft_mask_targets and not build_model(tiny_cfg()).loss.soft_mask_targets
+    assert _losses(m, [make_input()])["loss_mask"] > 0
+
+
+def test_mask_iou_targets_loss_and_rescoring():
+    """YOLACT++ re-scoring: targets are the IoU of the binarised cropped prediction with the
+    prototype-size GT (only for GT masks above MASK_IOU_MIN_GT_AREA), the loss trains the net
+    and reaches the masks, and test scores are class scores x the predicted IoU."""
+    cfg = tiny_cfg(MASK_IOU_ON=True, MASK_IOU_NET_CHANNELS=[4, 8], MASK_IOU_MIN_GT_AREA=10.0)
+    loss = YOLACTLoss(cfg)
+    # one image, 16 x 16 prototypes, two positives: GT boxes are 8x8 (64 px) and 2x2 (4 px)
+    boxes = torch.tensor([[0.25, 0.25, 0.75, 0.75], [0.0, 0.0, 0.125, 0.125]])
+    gt = torch.zeros(2, 16, 16)
+    gt[0, 4:12, 4:12] = 1
+    gt[1, 0:2, 0:2] = 1
+    protos = torch.zeros(1, 2, 16, 16)
+    protos[0, 0, 4:12, 4:8] = 10.0  # the left half of GT 0 (its IoU: 0.5)
+    protos[0, 1] = 10.0
+    coeffs = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]], requires_grad=True)
+    cls_t = torch.tensor([[2, 3]])
+    tgt = [{"boxes": boxes, "classes": torch.tensor([1, 2]), "masks": gt, "crowd_boxes": None}]
+    _, (inputs, iou_t, classes) = loss._mask_loss(tgt, cls_t, torch.tensor([[0, 1]]), coeffs, protos)
+    assert inputs.shape == (1, 16, 16) and classes.tolist() == [1]
+    torch.testing.assert_close(iou_t, torch.tensor([0.5]))
+    net = MaskIoUNet(cfg)
+    out = loss._mask_iou_loss(net, inputs, iou_t, classes)
+    assert out > 0
+    # the masks are not detached (as the original): the coefficients are in the graph
+    torch.autograd.grad(out, [coeffs] + list(net.parameters()), allow_unused=False)
+    # nothing large enough: a zero loss that still touches the net's parameters
+    zero = loss._mask_iou_loss(net, inputs[:0], iou_t[:0], classes[:0])
+    assert zero.item() == 0.0 and zero.requires_grad
+
+    m = build_model(cfg)
+    m.train()
+    with EventStorage():
+        losses = m([make_input()])
+    assert set(losses) == {"loss_box", "loss_cls", "loss_mask", "loss_sem_seg", "loss_mask_iou"}
+    assert all(torch.isfinite(v) for v in losses.values())
+    m.eval()
+    x = make_input()
+    with torch.no_grad():
+        (res,) = m([x])
+        m.mask_iou_net, net = None, m.mask_iou_net
+        (raw,) = m([x])
+    inst, ref = res["instances"], raw["instances"]
+    assert len(inst) == len(ref) > 0 and torch.equal(inst.pred_masks, ref.pred_masks)
+    images = m.preprocess_image([x])
+    m.mask_iou_net = net
+    with torch.no_grad():
+        _, protos, deltas, logits, coeffs, anchors = m.forward_raw(images)
+        _, classes, _, keep = m.detect(deltas[0], torch.softmax(logits[0], -1), anchors)
+        rel = ref.pred_boxes.tensor / torch.tensor([112.0, 96.0, 112.0, 96.0])
+        iou = net(crop_masks(torch.sigmoid(torch.einsum("khw,nk->nhw", protos[0], coeffs[0, keep])), rel)[:, None])
+    torch.testing.assert_close(inst.scores, ref.scores * iou.gather(1, classes[:, None]).squeeze(1))
+    # the unpadded stride-2 convs need prototypes of >= 2^(n+1) - 1 px
+    with pytest.raises(ValueError, match="MASK_IOU_NET_CHANNELS"):
+        build_model(tiny_cfg(MASK_IOU_ON=True))
 
 
 def test_missing_instances_and_bad_images(model):

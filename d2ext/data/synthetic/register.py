@@ -38,6 +38,9 @@ _REGISTERED: Dict[str, Tuple[SyntheticSpec, str, Tuple[str, ...]]] = {}
 BUILTIN_DATASETS: Dict[str, Tuple[str, int, int]] = {
     "synth_shapes_train": ("shapes", 200, 1),
     "synth_shapes_val": ("shapes", 50, 2),
+    # held out from both: where test-time settings (e.g. MODEL.YOLACT.MASK_THRESHOLD) are
+    # chosen, so that numbers reported on synth_shapes_val are not tuned on it
+    "synth_shapes_tune": ("shapes", 100, 21),
     "synth_panoptic_train": ("panoptic", 150, 3),
     "synth_panoptic_val": ("panoptic", 40, 4),
     # tiny splits for smoke tests and quick checks (same scenes' distribution, other seeds)

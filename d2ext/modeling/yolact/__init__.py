@@ -9,7 +9,7 @@ from .checkpoint import convert_official_yolact_state_dict
 from .crop import crop_masks
 from .dataset_mapper import YOLACTDatasetMapper
 from .fast_nms import fast_nms, standard_nms
-from .heads import ProtoNet, YOLACTHead
+from .heads import MaskIoUNet, ProtoNet, YOLACTHead
 from .loss import YOLACTLoss
 from .meta_arch import YOLACT
 
@@ -21,6 +21,7 @@ __all__ = [
     "YOLACTAnchorGenerator",
     "ProtoNet",
     "YOLACTHead",
+    "MaskIoUNet",
     "YOLACTLoss",
     "YOLACTDatasetMapper",
     "crop_masks",

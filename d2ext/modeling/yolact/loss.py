@@ -16,7 +16,23 @@ from detectron2.structures import Boxes, pairwise_ioa, pairwise_iou
 
 from .crop import crop_masks
 
-__all__ = ["YOLACTLoss", "match_with_forced_best"]
+__all__ = ["YOLACTLoss", "match_with_forced_best", "downsample_mask_targets"]
+
+
+def downsample_mask_targets(masks: torch.Tensor, size: Tuple[int, int], soft: bool = False) -> torch.Tensor:
+    """GT masks (G, H, W) to prototype size (G, h, w) as mask-loss targets.
+
+    ``soft=False``: the original's bilinear downsampling binarised at 0.5. ``soft=True``: the
+    area average, not binarised, i.e. the fraction of each prototype pixel the object covers, so
+    the 0.5 level of the bilinearly upsampled prediction can follow a boundary inside a
+    prototype pixel (an option of d2ext; the original's ``mask_proto_binarize_downsampled_gt``).
+    """
+    if masks.numel() == 0:
+        return masks.new_zeros((masks.shape[0],) + tuple(size), dtype=torch.float32)
+    m = masks[None].float()
+    if soft:
+        return F.interpolate(m, size, mode="area")[0]
+    return (F.interpolate(m, size, mode="bilinear", align_corners=False)[0] > 0.5).float()
 
 
 def match_with_forced_best(matcher: Matcher, iou: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -59,6 +75,9 @@ class YOLACTLoss(nn.Module):
         mask_weight: float = 6.125,
         sem_seg_weight: float = 1.0,
         masks_to_train: int = 100,
+        soft_mask_targets: bool = False,
+        mask_iou_weight: float = 25.0,
+        mask_iou_min_gt_area: float = 25.0,
     ):
         super().__init__()
         self.box2box_transform = box2box_transform
@@ -70,6 +89,9 @@ class YOLACTLoss(nn.Module):
         self.mask_weight = mask_weight
         self.sem_seg_weight = sem_seg_weight
         self.masks_to_train = masks_to_train
+        self.soft_mask_targets = soft_mask_targets
+        self.mask_iou_weight = mask_iou_weight
+        self.mask_iou_min_gt_area = mask_iou_min_gt_area
 
     @classmethod
     def from_config(cls, cfg):
@@ -84,6 +106,9 @@ class YOLACTLoss(nn.Module):
             "mask_weight": c.LOSS_MASK_WEIGHT,
             "sem_seg_weight": c.LOSS_SEM_SEG_WEIGHT,
             "masks_to_train": c.MASKS_TO_TRAIN,
+            "soft_mask_targets": c.MASK_SOFT_TARGETS,
+            "mask_iou_weight": c.LOSS_MASK_IOU_WEIGHT,
+            "mask_iou_min_gt_area": c.MASK_IOU_MIN_GT_AREA,
         }
 
     @torch.no_grad()
@@ -112,6 +137,7 @@ class YOLACTLoss(nn.Module):
         protos: torch.Tensor,
         sem_seg_logits: Optional[torch.Tensor],
         input_size: int,
+        mask_iou_net: Optional[nn.Module] = None,
     ) -> Dict[str, torch.Tensor]:
         """
         Args:
@@ -122,6 +148,8 @@ class YOLACTLoss(nn.Module):
             pred_deltas (N, R, 4), pred_logits (N, R, C + 1), pred_coeffs (N, R, k) (tanh'd),
             protos (N, k, Hp, Wp) (ReLU'd), sem_seg_logits (N, C, h3, w3) or None.
             input_size: S.
+            mask_iou_net: YOLACT++'s :class:`MaskIoUNet`, trained here when given
+                (``loss_mask_iou``).
         """
         n = pred_deltas.shape[0]
         cls_t, box_t, matches = [], [], []
@@ -140,12 +168,14 @@ class YOLACTLoss(nn.Module):
         deltas_t = torch.stack([self.box2box_transform.get_deltas(anchors.tensor, b) for b in box_t])
         loss_box = F.smooth_l1_loss(pred_deltas[pos], deltas_t[pos], reduction="sum") * self.box_weight
 
+        loss_mask, iou_samples = self._mask_loss(targets, cls_t, matches, pred_coeffs, protos)
         losses = {
             "loss_box": loss_box / total_pos,
             "loss_cls": self._ohem_cls_loss(pred_logits, cls_t, pos, num_pos) / total_pos,
-            "loss_mask": self._mask_loss(targets, cls_t, matches, pred_coeffs, protos)
-            / total_pos,
+            "loss_mask": loss_mask / total_pos,
         }
+        if mask_iou_net is not None:
+            losses["loss_mask_iou"] = self._mask_iou_loss(mask_iou_net, *iou_samples) / total_pos
         if sem_seg_logits is not None:
             losses["loss_sem_seg"] = self._sem_seg_loss(sem_seg_logits, targets) / n
         return losses
@@ -165,16 +195,18 @@ class YOLACTLoss(nn.Module):
         sel = pos | neg
         return F.cross_entropy(logits[sel], cls_t[sel], reduction="sum") * self.cls_weight
 
-    def _mask_loss(self, targets, cls_t, matches, coeffs, protos) -> torch.Tensor:
+    def _mask_loss(self, targets, cls_t, matches, coeffs, protos):
+        """The mask loss (before / num_pos), and the samples of YOLACT++'s mask-IoU loss: cropped
+        predicted masks (M, Hp, Wp), their IoU with the GT (M,) and their 0-based classes (M,)."""
         hp, wp = protos.shape[-2:]
         loss = protos.sum() * 0.0
+        iou_inputs, iou_targets, iou_classes = [], [], []
         for i, tgt in enumerate(targets):
             pos_idx = torch.nonzero(cls_t[i] > 0).squeeze(1)
             if pos_idx.numel() == 0:
                 continue
             with torch.no_grad():
-                gt_masks = F.interpolate(tgt["masks"][None].float(), (hp, wp), mode="bilinear", align_corners=False)[0]
-                gt_masks = (gt_masks > 0.5).float()
+                gt_masks = downsample_mask_targets(tgt["masks"], (hp, wp), self.soft_mask_targets)
                 gt_idx = matches[i][pos_idx]
             old_num = pos_idx.numel()
             if old_num > self.masks_to_train:
@@ -183,11 +215,35 @@ class YOLACTLoss(nn.Module):
             boxes = tgt["boxes"][gt_idx]
             pred = torch.sigmoid(torch.einsum("khw,nk->nhw", protos[i], coeffs[i, pos_idx]))
             pred = crop_masks(pred, boxes)
-            bce = F.binary_cross_entropy(pred.clamp(0, 1), gt_masks[gt_idx], reduction="none").sum(dim=(1, 2))
+            mask_t = gt_masks[gt_idx]
+            bce = F.binary_cross_entropy(pred.clamp(0, 1), mask_t, reduction="none").sum(dim=(1, 2))
             # per-instance normalisation by the GT box area in prototype pixels
             area = ((boxes[:, 2] - boxes[:, 0]) * wp) * ((boxes[:, 3] - boxes[:, 1]) * hp)
             loss = loss + (bce / area).sum() * (old_num / pos_idx.numel())
-        return loss * self.mask_weight
+            # YOLACT++: the IoU of the binarised prediction with the target, for masks whose
+            # target covers more than mask_iou_min_gt_area prototype pixels
+            big = mask_t.sum(dim=(1, 2)) > self.mask_iou_min_gt_area
+            if big.any():
+                with torch.no_grad():
+                    p_bin = (pred[big] > 0.5).float()
+                    inter = (p_bin * mask_t[big]).sum(dim=(1, 2))
+                    union = p_bin.sum(dim=(1, 2)) + mask_t[big].sum(dim=(1, 2)) - inter
+                    iou_targets.append(inter / union)
+                iou_inputs.append(pred[big])
+                iou_classes.append(tgt["classes"][gt_idx[big]])
+        if iou_inputs:
+            samples = (torch.cat(iou_inputs), torch.cat(iou_targets), torch.cat(iou_classes))
+        else:
+            samples = (protos.new_zeros((0, hp, wp)), protos.new_zeros((0,)), cls_t.new_zeros((0,)))
+        return loss * self.mask_weight, samples
+
+    def _mask_iou_loss(self, net: nn.Module, masks, iou_t, classes) -> torch.Tensor:
+        # gradients reach the masks too, as in the original (its maskiou input is not detached)
+        pred = net(masks[:, None])
+        if pred.shape[0] == 0:
+            return pred.sum() * 0.0 + sum(p.sum() for p in net.parameters()) * 0.0
+        pred = pred.gather(1, classes[:, None]).squeeze(1)
+        return F.smooth_l1_loss(pred, iou_t, reduction="sum") * self.mask_iou_weight
 
     def _sem_seg_loss(self, logits: torch.Tensor, targets) -> torch.Tensor:
         n, c, h, w = logits.shape

@@ -4,6 +4,7 @@ Every image is stretched to S x S (the original's ``Resize``), so predictions li
 coordinates normalised to [0, 1] of the image, and are scaled to each input's requested
 ``height`` x ``width`` at the end, as D2 models do.
 """
+import math
 from typing import Dict, List, Optional, Tuple
 
 import torch
@@ -16,8 +17,9 @@ from detectron2.modeling.anchor_generator import build_anchor_generator
 from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.structures import BitMasks, Boxes, Instances, PolygonMasks
 
+from .crop import crop_masks
 from .fast_nms import fast_nms, standard_nms
-from .heads import ProtoNet, YOLACTHead
+from .heads import MaskIoUNet, ProtoNet, YOLACTHead
 from .loss import YOLACTLoss
 
 __all__ = ["YOLACT"]
@@ -56,7 +58,10 @@ class YOLACT(nn.Module):
         nms_type: str = "fast",
         second_threshold: bool = False,
         mask_threshold: float = 0.5,
+        mask_iou_net: Optional[nn.Module] = None,
     ):
+        """mask_iou_net: YOLACT++'s :class:`MaskIoUNet` (trained with ``loss_mask_iou``; at test
+        ``scores`` = class score x its predicted mask IoU), or None (YOLACT)."""
         super().__init__()
         if nms_type not in ("fast", "standard"):
             raise ValueError(f"YOLACT: nms_type must be 'fast' or 'standard', got {nms_type!r}")
@@ -82,6 +87,7 @@ class YOLACT(nn.Module):
         self.nms_type = nms_type
         self.second_threshold = second_threshold
         self.mask_threshold = mask_threshold
+        self.mask_iou_net = mask_iou_net
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
 
@@ -96,11 +102,21 @@ class YOLACT(nn.Module):
         feature_shapes = [shapes[f] for f in c.IN_FEATURES]
         anchor_generator = build_anchor_generator(cfg, feature_shapes)
         num_anchors = anchor_generator.num_anchors
+        proto_net = ProtoNet(cfg, shapes[c.PROTO_IN_FEATURE])
+        mask_iou_net = None
+        if c.MASK_IOU_ON:
+            mask_iou_net = MaskIoUNet(cfg)
+            proto_side = proto_net.upsample_factor * math.ceil(c.INPUT_SIZE / shapes[c.PROTO_IN_FEATURE].stride)
+            if proto_side < mask_iou_net.min_input_size():
+                raise ValueError(
+                    f"MODEL.YOLACT.MASK_IOU_ON: INPUT_SIZE {c.INPUT_SIZE} gives {proto_side}-px prototypes, "
+                    f"MASK_IOU_NET_CHANNELS {list(c.MASK_IOU_NET_CHANNELS)} needs >= {mask_iou_net.min_input_size()}"
+                )
         if len(set(num_anchors)) != 1:
             raise ValueError(f"YOLACT's shared head needs the same anchors per level, got {num_anchors}")
         return {
             "backbone": backbone,
-            "proto_net": ProtoNet(cfg, shapes[c.PROTO_IN_FEATURE]),
+            "proto_net": proto_net,
             "head": YOLACTHead(cfg, feature_shapes, num_anchors[0]),
             "anchor_generator": anchor_generator,
             "box2box_transform": Box2BoxTransform(weights=c.BBOX_REG_WEIGHTS),
@@ -120,6 +136,7 @@ class YOLACT(nn.Module):
             "nms_type": c.NMS_TYPE,
             "second_threshold": c.SECOND_THRESHOLD,
             "mask_threshold": c.MASK_THRESHOLD,
+            "mask_iou_net": mask_iou_net,
         }
 
     @property
@@ -162,7 +179,7 @@ class YOLACT(nn.Module):
             return self.inference(batched_inputs, protos, deltas, logits, coeffs, anchors)
         targets = [self._prepare_target(x, i) for i, x in enumerate(batched_inputs)]
         sem = self.semantic_seg_conv(features[self.proto_in_feature]) if self.semantic_seg_conv is not None else None
-        return self.loss(anchors, targets, deltas, logits, coeffs, protos, sem, self.input_size)
+        return self.loss(anchors, targets, deltas, logits, coeffs, protos, sem, self.input_size, self.mask_iou_net)
 
     def _prepare_target(self, x: Dict, i: int) -> Dict[str, Optional[torch.Tensor]]:
         name = x.get("file_name", f"batched_inputs[{i}]")
@@ -202,11 +219,20 @@ class YOLACT(nn.Module):
             pred = Boxes(rel * torch.tensor([out_w, out_h, out_w, out_h], device=rel.device, dtype=rel.dtype))
             pred.clip((out_h, out_w))
             inst.pred_boxes = pred
+            if self.mask_iou_net is not None:
+                scores = scores * self.predict_mask_iou(protos[i], coeffs[i, keep], rel, classes)
             inst.scores = scores
             inst.pred_classes = classes
             inst.pred_masks = assemble_masks(protos[i], coeffs[i, keep], rel, (out_h, out_w), threshold=self.mask_threshold, crop_padding=1)
             results.append({"instances": inst})
         return results
+
+    def predict_mask_iou(self, protos: torch.Tensor, coeffs: torch.Tensor, boxes: torch.Tensor, classes: torch.Tensor):
+        """YOLACT++ re-scoring, one image: prototypes (k, Hp, Wp), coefficients (K, k), boxes
+        (K, 4) normalised XYXY, classes (K,) -> predicted mask IoU (K,) of each detection's class,
+        from its cropped mask at prototype size (the same crop as the assembly)."""
+        masks = crop_masks(torch.sigmoid(torch.einsum("khw,nk->nhw", protos, coeffs)), boxes)
+        return self.mask_iou_net(masks[:, None]).gather(1, classes[:, None]).squeeze(1)
 
     def detect(self, deltas: torch.Tensor, probs: torch.Tensor, anchors: Boxes):
         """One image: decoded boxes (K, 4) XYXY pixels of the S x S input, classes (K,),
