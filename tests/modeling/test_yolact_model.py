@@ -156,7 +156,7 @@ def test_mask_targets_binarised_or_soft():
     assert downsample_mask_targets(torch.zeros(0, 64, 64, dtype=torch.bool), (16, 16), soft=True).shape == (0, 16, 16)
     # wired from the config into the loss, and the loss trains with it
     m = build_model(tiny_cfg(MASK_SOFT_TARGETS=True))
-    assert m.loss.soft_mask_targets and not build_model(tiny_cfg()).loss.soft_mask_targets
+    assert m.loss.soft_mask_targets and not build_model(tiny_cfg(MASK_SOFT_TARGETS=False)).loss.soft_mask_targets
     assert _losses(m, [make_input()])["loss_mask"] > 0
 
 
