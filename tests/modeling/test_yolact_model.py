@@ -211,6 +211,10 @@ def test_mask_iou_targets_loss_and_rescoring():
         rel = ref.pred_boxes.tensor / torch.tensor([112.0, 96.0, 112.0, 96.0])
         iou = net(crop_masks(torch.sigmoid(torch.einsum("khw,nk->nhw", protos[0], coeffs[0, keep])), rel)[:, None])
     torch.testing.assert_close(inst.scores, ref.scores * iou.gather(1, classes[:, None]).squeeze(1))
+    m.score_threshold = 1.0  # no detections: the re-scoring runs on an empty batch
+    with torch.no_grad():
+        (res,) = m([x])
+    assert len(res["instances"]) == 0 and res["instances"].scores.shape == (0,)
     # the unpadded stride-2 convs need prototypes of >= 2^(n+1) - 1 px
     with pytest.raises(ValueError, match="MASK_IOU_NET_CHANNELS"):
         build_model(tiny_cfg(MASK_IOU_ON=True))
