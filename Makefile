@@ -11,7 +11,7 @@ export DETECTRON2_DATASETS ?= $(CURDIR)/datasets
 CUDA_CHECK_ARCH ?= 9.0
 PYTEST_ARGS ?=
 
-.PHONY: all venv deps d2 build data demo test cuda-check clean
+.PHONY: all venv deps d2 build data demo test lint format cuda-check device-check device-check-cpu device-wheels clean
 
 all: build
 
@@ -79,7 +79,30 @@ demo: build
 	  --output $(DEMO_OUT)/vis MODEL.WEIGHTS $(DEMO_OUT)/model_final.pth OUTPUT_DIR $(DEMO_OUT)
 	@echo "demo done: evaluation tables above (also in $(DEMO_OUT)/log.txt); pictures in $(DEMO_OUT)/vis/"
 
-test: build cuda-check
+# The prepared GPU check (tools/device_check.py): on the GPU machine, with its own python3 and
+# the wheels carried in .whl/, one command (< 8 min) writes logs, tests and benchmarks to $OUT.
+device-check:
+	$(PYTHON) tools/device_check.py
+
+# the same steps as a dry run on CPU (no install, no CUDA build, the CUDA tests skip), so the
+# script never rots; its files go to a temporary folder
+device-check-cpu: build
+	$(PY) tools/device_check.py --cpu
+
+# here, with a registry: the wheels the GPU machine lacks, at the versions of $(VENV)
+device-wheels: $(VENV)/.d2-installed
+	$(PY) tools/device_check.py --download-wheels .whl
+
+# ruff lint + format check (settings in pyproject.toml); `make format` rewrites the tree
+lint: $(VENV)/.deps-installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(VENV)/.deps-installed
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+test: lint build cuda-check device-check-cpu
 	$(PY) -m pytest tests -q $(PYTEST_ARGS)
 
 clean:

@@ -7,6 +7,7 @@ C++ ops are always built.  CUDA ops are added when a CUDA device is visible or
 """
 import glob
 import os
+import runpy
 
 from setuptools import find_packages, setup
 
@@ -14,6 +15,8 @@ import torch
 from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
+# the version's one home, read without importing d2ext (which imports detectron2 and d2ext._C)
+VERSION = runpy.run_path(os.path.join(ROOT, "d2ext", "version.py"))["__version__"]
 
 
 def _want_cuda() -> bool:
@@ -58,9 +61,9 @@ def get_extensions():
 
 setup(
     name="d2ext",
-    version="0.1.0",
-    description="Detectron2 extension: YOLACT, UPSNet, VPSNet, Hourglass, RetinaFace, DensePose "
-    "heads and fused post-processing kernels",
+    version=VERSION,
+    description="Detectron2 extension: YOLACT, UPSNet, fused mask paste for stock Mask R-CNN / "
+    "Panoptic FPN, fast COCO and panoptic (PQ) evaluation, synthetic COCO datasets",
     packages=find_packages(exclude=("tests", "tests.*", "tools", "configs")),
     python_requires=">=3.9",
     # torch/torchvision/detectron2 are deliberately not listed: they come from the user's CUDA

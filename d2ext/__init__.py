@@ -6,7 +6,6 @@ Detectron2's registries; :func:`add_d2ext_config` adds all of d2ext's config key
 from .config import add_d2ext_config
 from . import data  # noqa: F401  (registration: synthetic datasets, mappers)
 from . import modeling  # noqa: F401  (registration: meta-archs, backbones, heads)
-
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = ["add_d2ext_config", "__version__"]

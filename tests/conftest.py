@@ -1,4 +1,4 @@
-"""Shared pytest setup: small thread counts (2-core CI), a session-wide synthetic-data root."""
+"""Shared pytest setup: a session-wide synthetic-data root, the ``../shared`` fixtures."""
 import os
 import sys
 
@@ -27,3 +27,24 @@ def repo_root():
 @pytest.fixture(scope="session")
 def shared_dir():
     return SHARED
+
+
+def shared_path(*parts: str) -> str:
+    """Path of ``../shared/<parts>`` (the parity fixtures and real samples beside the repo).
+
+    When it is missing the calling test is skipped locally, but fails under ``CI=true``: CI
+    always has ``../shared``, so a missing fixture there is a broken set-up, not a skip.
+    """
+    path = os.path.join(SHARED, *parts)
+    if not os.path.exists(path):
+        msg = f"shared data missing: {path}"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(msg + " (CI=true: ../shared must be present)")
+        pytest.skip(msg)
+    return path
+
+
+@pytest.fixture(scope="session")
+def require_shared():
+    """``require_shared("fixtures", "yolact")`` -> the path, or skip (fail under ``CI=true``)."""
+    return shared_path

@@ -13,32 +13,15 @@ import sys
 
 import cv2
 import torch
-
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.detection_utils import read_image
 from detectron2.engine import DefaultPredictor
-from detectron2.utils.logger import setup_logger
-from detectron2.utils.visualizer import ColorMode, Visualizer
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
 
 import d2ext  # noqa: E402,F401  (registration)
 from d2ext.engine import setup_cfg  # noqa: E402
-
-
-def draw_predictions(image_rgb, predictions, metadata, confidence: float):
-    """Render ``predictions`` (a D2 model output dict) on an RGB uint8 image."""
-    vis = Visualizer(image_rgb, metadata, instance_mode=ColorMode.IMAGE)
-    if "panoptic_seg" in predictions:
-        panoptic_seg, segments_info = predictions["panoptic_seg"]
-        return vis.draw_panoptic_seg(panoptic_seg.to("cpu"), segments_info).get_image()
-    if "instances" in predictions:
-        instances = predictions["instances"].to("cpu")
-        instances = instances[instances.scores >= confidence]
-        return vis.draw_instance_predictions(instances).get_image()
-    if "sem_seg" in predictions:
-        return vis.draw_sem_seg(predictions["sem_seg"].argmax(dim=0).to("cpu")).get_image()
-    raise ValueError(f"nothing to draw in predictions with keys {sorted(predictions)}")
+from d2ext.utils.visualize import DEFAULT_CONFIDENCE, draw_predictions, rendering_path  # noqa: E402
 
 
 def main(argv=None):
@@ -46,16 +29,15 @@ def main(argv=None):
     parser.add_argument("--config-file", required=True)
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--input", nargs="+", help="image files or glob patterns")
-    src.add_argument("--dataset", help="a registered dataset name (e.g. synth_shapes_val)")
+    src.add_argument("--dataset", help="a registered dataset name (synth_shapes_val, one of DATASETS.REGISTER...)")
     parser.add_argument("--max-images", type=int, default=8)
     parser.add_argument("--output", required=True, help="folder for the rendered images")
-    parser.add_argument("--confidence-threshold", type=float, default=0.5)
+    parser.add_argument("--confidence-threshold", type=float, default=DEFAULT_CONFIDENCE)
     parser.add_argument("opts", nargs=argparse.REMAINDER, default=[])
     args = parser.parse_args(argv)
-    setup_logger(name="d2ext")
-    logger = logging.getLogger("d2ext.demo")
-
+    # setup_cfg sets up the "d2ext" logger too
     cfg = setup_cfg(argparse.Namespace(config_file=args.config_file, opts=args.opts, eval_only=True), freeze=True)
+    logger = logging.getLogger("d2ext.demo")
     if args.dataset:
         from d2ext.data.synthetic import ensure_synthetic_generated
 
@@ -76,7 +58,7 @@ def main(argv=None):
         with torch.no_grad():
             predictions = predictor(image_bgr)
         rendered = draw_predictions(image_bgr[:, :, ::-1], predictions, metadata, args.confidence_threshold)
-        out_path = os.path.join(args.output, os.path.basename(path).rsplit(".", 1)[0] + ".png")
+        out_path = rendering_path(args.output, path)
         cv2.imwrite(out_path, rendered[:, :, ::-1])
         if "instances" in predictions:
             scores = predictions["instances"].scores

@@ -6,6 +6,13 @@ Same flags as D2's ``tools/train_net.py``:
     python tools/train_net.py --config-file configs/Base/mask_rcnn_R_18_FPN_synth.yaml
     python tools/train_net.py --config-file ... --eval-only MODEL.WEIGHTS output/model_final.pth
     python tools/train_net.py --config-file ... --num-gpus 2   # 2 processes (gloo on CPU)
+
+Your own data, registered from the command line (or the yaml) by ``DATASETS.REGISTER``
+(formats: ``d2ext.data.DATASET_FORMATS``):
+
+    python tools/train_net.py --config-file configs/Base/mask_rcnn_R_18_FPN_synth.yaml \
+        DATASETS.REGISTER "[('my_train', 'coco', 'ann/train.json', 'images/train')]" \
+        DATASETS.TRAIN "('my_train',)" DATASETS.TEST "()" MODEL.ROI_HEADS.NUM_CLASSES 3
 """
 import os
 import sys

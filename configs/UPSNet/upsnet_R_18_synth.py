@@ -16,7 +16,8 @@ from .common.upsnet_model import model
 from .common.synth_budget import synth_panoptic_rcnn_budget as _synth_panoptic_rcnn_budget
 
 import d2ext  # noqa: F401,I001  (registers synth_panoptic_* and UPSNet)
-from d2ext.modeling.upsnet import PanopticLabelSpace, UPSNetPanopticMapper
+from d2ext.data import PanopticLabelSpace
+from d2ext.data.mappers import UPSNetPanopticMapper
 
 # the shared budget of Base-synth-panoptic-R18.yaml
 _synth_panoptic_rcnn_budget(model)

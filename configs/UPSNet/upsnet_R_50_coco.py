@@ -14,7 +14,12 @@ from detectron2.model_zoo import get_config
 
 from .common.upsnet_model import model
 
-from d2ext.modeling.upsnet import PanopticLabelSpace, UPSNetPanopticMapper  # noqa: I001
+from d2ext.data import PanopticLabelSpace  # noqa: I001
+from d2ext.data.mappers import UPSNetPanopticMapper
+
+# stem and res2 frozen on the ImageNet weights, as the yaml (D2's MODEL.BACKBONE.FREEZE_AT: 2);
+# D2's model-zoo LazyConfig trains them
+model.backbone.bottom_up.freeze_at = 2
 
 dataloader = OmegaConf.create()
 dataloader.train = L(build_detection_train_loader)(

@@ -12,7 +12,7 @@ from ..common.synth_schedule import clipped_optimizer as _clipped_optimizer
 from ..common.synth_schedule import lr_multiplier, train  # noqa: F401
 from ..common.synth_r18 import resnet18_from_scratch as _resnet18_from_scratch
 from .yolact_lazy_common import model
-from d2ext.modeling.yolact import YOLACTDatasetMapper
+from d2ext.data.mappers import YOLACTDatasetMapper
 
 _resnet18_from_scratch(model.backbone.bottom_up)
 model.num_classes = 6
@@ -22,6 +22,7 @@ model.anchor_generator.sizes = [
     [12, 15.12, 19.05], [24, 30.24, 38.1], [48, 60.5, 76.2], [96, 121, 152.4], [192, 242, 305]
 ]
 model.anchor_generator.square_anchors = False
+model.head.num_anchors = 9  # 3 sizes x 3 aspect ratios per location
 # soft mask targets and a 0.35 mask threshold (chosen on synth_shapes_tune; see the yacs twin)
 model.loss.soft_mask_targets = True
 model.mask_threshold = 0.35
@@ -33,7 +34,7 @@ dataloader.train.mapper = L(YOLACTDatasetMapper)(
     # scale jitter (MODEL.YOLACT.SCALE_JITTER), flip and stretch: the original's SSD augmentation
     # is off at this CPU budget (see the yacs twin); to turn it on, put
     # L(PhotometricDistort)(image_format="BGR"), L(Expand)(fill=[127.5] * 3) and
-    # L(RandomSampleCrop)() (d2ext.modeling.yolact.augmentation) first, as
+    # L(RandomSampleCrop)() (d2ext.data.transforms) first, as
     # configs/YOLACT/yolact_lazy_common.py does
     augmentations=[
         L(T.ResizeScale)(min_scale=0.75, max_scale=1.25, target_height=256, target_width=256),

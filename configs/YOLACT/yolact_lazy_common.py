@@ -13,16 +13,16 @@ from detectron2.modeling.matcher import Matcher
 from detectron2.solver import WarmupParamScheduler
 
 import d2ext  # noqa: F401  (registration)
+from d2ext.data.mappers import YOLACTDatasetMapper
+from d2ext.data.transforms import Expand, PhotometricDistort, RandomSampleCrop
 from d2ext.modeling.yolact import (
     YOLACT,
     YOLACTFPN,
     ProtoNet,
     YOLACTAnchorGenerator,
-    YOLACTDatasetMapper,
     YOLACTHead,
     YOLACTLoss,
 )
-from d2ext.modeling.yolact.augmentation import Expand, PhotometricDistort, RandomSampleCrop
 
 model = L(YOLACT)(
     backbone=L(YOLACTFPN)(

@@ -1,7 +1,8 @@
-// Evaluation ops, CPU only (they run on predictions and ground truth that live on the host), each
-// with a pure-numpy/OpenCV equivalent in its Python face giving identical results:
-//  * panoptic (d2ext/evaluation/panoptic_quality.py): PNG ids, segment-pair overlaps;
-//  * COCO (d2ext/evaluation/rle.py): column-major run lengths of row-major masks.
+// Evaluation ops, CPU only (they run on predictions and ground truth that live on the host). Python
+// face: d2ext/layers/eval_ops.py, with a pure-numpy reference of each giving identical results:
+//  * panoptic (used by d2ext/evaluation/panoptic_png.py, panoptic_quality.py): PNG ids,
+//    segment-pair overlaps;
+//  * COCO (used by d2ext/evaluation/rle.py): column-major run lengths of row-major masks.
 #pragma once
 
 #include <ATen/ATen.h>

@@ -7,6 +7,14 @@ def add_common_config(cfg: CN) -> None:
     # DatasetMapper. Test-time loading always uses D2's DatasetMapper(is_train=False).
     cfg.INPUT.DATASET_MAPPER_NAME = ""
 
+    # Datasets registered before anything reads DATASETS.TRAIN/TEST (d2ext.data.datasets): a list
+    # of (name, format, annotation file, image root, *extra paths) tuples, e.g.
+    # [("my_train", "coco", "ann/train.json", "images/train")]; "coco_panoptic" entries add the
+    # panoptic PNG folder and optionally the instances json:
+    # ("my_val", "coco_panoptic", "panoptic_val.json", "images/val", "panoptic_val/").
+    # Formats: d2ext.data.DATASET_FORMATS. Relative paths are resolved against the working dir.
+    cfg.DATASETS.REGISTER = []
+
     # Optimizer of Trainer.build_optimizer: "SGD" (D2's, with SOLVER.MOMENTUM/NESTEROV) or
     # "ADAMW" (betas from SOLVER.ADAM_BETAS); both honour D2's per-parameter LR/WD keys and
     # SOLVER.CLIP_GRADIENTS.
@@ -20,5 +28,7 @@ def add_common_config(cfg: CN) -> None:
     cfg.D2EXT.SYNTHETIC.AUTO_GENERATE = True
     # Evaluation: use d2ext's fast evaluators (same API and numbers as D2's) where available.
     cfg.D2EXT.FAST_EVAL = True
-    # Write D2 Visualizer renderings of this many test images to OUTPUT_DIR/vis after eval.
+    # After each evaluation (Trainer.test), draw the predictions on the first this many images
+    # of every DATASETS.TEST dataset with D2's Visualizer into OUTPUT_DIR/vis/<dataset>/
+    # (overwritten by the next evaluation); 0 draws nothing.
     cfg.D2EXT.VIS_PERIOD_IMAGES = 0

@@ -90,7 +90,7 @@ def add_yolact_config(cfg: CN) -> None:
     # (the original's discard_box_width/height = 4/550, a guard against NaN losses).
     cfg.MODEL.YOLACT.MIN_GT_BOX_SIZE = 4.0
     # The original's training augmentation (SSD photometric distortion, zoom-out, IoU-constrained
-    # crop; d2ext/modeling/yolact/augmentation.py) before the flip and S x S resize of
+    # crop; d2ext/data/transforms/ssd.py) before the flip and S x S resize of
     # YOLACTDatasetMapper. False: resize + flip only.
     cfg.MODEL.YOLACT.SSD_AUGMENTATION = True
     # Scale jitter at training (d2ext's addition, off in the original and the paper configs):

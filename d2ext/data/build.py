@@ -4,8 +4,9 @@ from detectron2.utils.registry import Registry
 
 MAPPER_REGISTRY = Registry("D2EXT_MAPPER")
 MAPPER_REGISTRY.__doc__ = """
-Train-time dataset mappers of d2ext, selected by ``cfg.INPUT.DATASET_MAPPER_NAME``.
-Each is a D2 ``@configurable`` mapper: ``Mapper(cfg, is_train=True)`` must work.
+Train-time dataset mappers of d2ext (``d2ext.data.mappers``), selected by
+``cfg.INPUT.DATASET_MAPPER_NAME``. Each is a D2 ``@configurable`` mapper:
+``Mapper(cfg, is_train=True)`` must work.
 """
 
 

@@ -1,26 +1,43 @@
 import contextlib
 import logging
 import os
-
-from detectron2.config import CfgNode, get_cfg
-from detectron2.data import build_detection_test_loader, build_detection_train_loader
-import torch
+from typing import List
 
 import detectron2.engine.defaults as d2_defaults
+import detectron2.utils.comm as comm
+import torch
+from detectron2.config import CfgNode, get_cfg
+from detectron2.data import (
+    DatasetCatalog,
+    MetadataCatalog,
+    build_detection_test_loader,
+    build_detection_train_loader,
+)
 from detectron2.engine import DefaultTrainer, default_setup
 from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
+from detectron2.utils.logger import setup_logger
+from torch.nn.parallel import DistributedDataParallel
 
 from d2ext.config import add_d2ext_config
-from d2ext.data import SafeMapper, add_dataset_checks, build_train_mapper
+from d2ext.data import SafeMapper, add_dataset_checks, build_train_mapper, register_datasets
 from d2ext.evaluation import build_evaluator
+from d2ext.utils.visualize import render_dataset_predictions
 
 logger = logging.getLogger(__name__)
 
 
+def register_cfg_datasets(cfg: CfgNode) -> List[str]:
+    """Register the datasets of ``cfg.DATASETS.REGISTER`` (see :mod:`d2ext.data.datasets`);
+    idempotent, so every entry point (and every DDP process) may call it."""
+    return register_datasets(cfg.DATASETS.get("REGISTER", []))
+
+
 def _prepare_datasets(cfg: CfgNode, names) -> None:
-    """Generate the synthetic datasets among ``names`` if they are not on disk yet (the
-    evaluators read their json files directly, so this happens before anything is built), and
-    make loading them report bad records (unknown category ids...) naming the image."""
+    """Register ``cfg.DATASETS.REGISTER``, generate the synthetic datasets among ``names`` if
+    they are not on disk yet (the evaluators read their json files directly, so this happens
+    before anything is built), and make loading them report bad records (unknown category
+    ids...) naming the image."""
+    register_cfg_datasets(cfg)
     names = list(names)
     if cfg.D2EXT.SYNTHETIC.AUTO_GENERATE:
         from d2ext.data.synthetic import ensure_synthetic_generated
@@ -56,7 +73,10 @@ class Trainer(DefaultTrainer):
     * ``build_evaluator``: on the dataset's ``evaluator_type`` (coco, coco_panoptic_seg,
       sem_seg, ...) via :func:`d2ext.evaluation.build_evaluator`;
     * ``build_train_loader``: the mapper the model needs (``INPUT.DATASET_MAPPER_NAME``);
-    * synthetic datasets named in ``DATASETS`` are generated on first use;
+    * datasets in ``DATASETS.REGISTER`` are registered, synthetic datasets named in
+      ``DATASETS`` are generated on first use;
+    * ``test``: after D2's evaluation, ``D2EXT.VIS_PERIOD_IMAGES`` > 0 draws the predictions on
+      the first images of each test dataset (:meth:`visualize_predictions`);
     * bad data fails clearly: records are validated at load, an unreadable image is skipped
       with a warning at train time and is an error naming the file at test time.
     """
@@ -65,6 +85,12 @@ class Trainer(DefaultTrainer):
         _prepare_datasets(cfg, tuple(cfg.DATASETS.TRAIN) + tuple(cfg.DATASETS.TEST))
         with _ddp_device_ids_for(cfg.MODEL.DEVICE):
             super().__init__(cfg)
+
+    @classmethod
+    def build_model(cls, cfg):
+        # models may read the training set's metadata (UPSNet's label space)
+        register_cfg_datasets(cfg)
+        return super().build_model(cfg)
 
     @classmethod
     def build_optimizer(cls, cfg, model):
@@ -99,14 +125,49 @@ class Trainer(DefaultTrainer):
         return build_detection_train_loader(cfg, mapper=SafeMapper(mapper=build_train_mapper(cfg), is_train=True))
 
     @classmethod
+    def build_test_mapper(cls, cfg):
+        """D2's test-time DatasetMapper; an unreadable image is an error naming it."""
+        return SafeMapper(cfg, is_train=False)
+
+    @classmethod
     def build_test_loader(cls, cfg, dataset_name):
         _prepare_datasets(cfg, [dataset_name])
-        return build_detection_test_loader(cfg, dataset_name, mapper=SafeMapper(cfg, is_train=False))
+        return build_detection_test_loader(cfg, dataset_name, mapper=cls.build_test_mapper(cfg))
+
+    @classmethod
+    def test(cls, cfg, model, evaluators=None):
+        """D2's ``DefaultTrainer.test``, then (main process, ``D2EXT.VIS_PERIOD_IMAGES`` > 0)
+        :meth:`visualize_predictions`."""
+        results = super().test(cfg, model, evaluators)
+        num_images = cfg.D2EXT.VIS_PERIOD_IMAGES
+        if num_images > 0 and comm.is_main_process():
+            cls.visualize_predictions(cfg, model, num_images)
+        return results
+
+    @classmethod
+    def visualize_predictions(cls, cfg, model, num_images: int) -> List[str]:
+        """Draw ``model``'s predictions on the first ``num_images`` images of each dataset in
+        ``cfg.DATASETS.TEST`` with D2's Visualizer into ``OUTPUT_DIR/vis/<dataset>/<image
+        stem>.png``; returns the written paths."""
+        if isinstance(model, DistributedDataParallel):
+            model = model.module  # this process alone: no collective forward
+        mapper = cls.build_test_mapper(cfg)
+        paths = []
+        for name in cfg.DATASETS.TEST:
+            _prepare_datasets(cfg, [name])
+            out_dir = os.path.join(cfg.OUTPUT_DIR, "vis", name)
+            dicts = DatasetCatalog.get(name)[:num_images]
+            paths += render_dataset_predictions(
+                model, mapper, dicts, MetadataCatalog.get(name), out_dir
+            )
+            logger.info("Drew the predictions on %d images of %s in %s", len(dicts), name, out_dir)
+        return paths
 
 
 def setup_cfg(args, *, freeze: bool = True) -> CfgNode:
     """Config from ``--config-file`` and trailing opts, with every d2ext key added, then D2's
-    ``default_setup`` (logging, output dir, seeding) as D2's train_net does."""
+    ``default_setup`` (logging, output dir, seeding) as D2's train_net does, then the datasets
+    of ``DATASETS.REGISTER`` registered."""
     cfg = get_cfg()
     add_d2ext_config(cfg)
     if not args.config_file:
@@ -118,4 +179,7 @@ def setup_cfg(args, *, freeze: bool = True) -> CfgNode:
     if freeze:
         cfg.freeze()
     default_setup(cfg, args)
+    # d2ext's own messages (registered datasets, renderings...) beside D2's, as D2 projects do
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="d2ext")
+    register_cfg_datasets(cfg)
     return cfg

@@ -4,16 +4,21 @@
   faster-coco-eval (same AP as pycocotools).
 * :class:`FastCOCOPanopticEvaluator`: D2's ``COCOPanopticEvaluator`` scoring in memory with
   :func:`pq_compute_fast`'s O(HW) matching (same PQ as panopticapi).
+* :mod:`.panoptic_quality`: PQ statistics of id maps (:class:`PQStatFast`,
+  :func:`panoptic_image_stats`); :mod:`.panoptic_png`: panoptic PNG files -> id maps.
+* :func:`build_evaluator`: ``evaluator_type`` -> evaluators, one table entry per type.
 """
 
 from .build import build_evaluator
-from .coco_evaluation import FastCOCOEvaluator, instances_to_coco_json_fast
+from .coco_evaluation import COCOEvalInputError, FastCOCOEvaluator, instances_to_coco_json_fast
 from .panoptic_evaluation import FastCOCOPanopticEvaluator
-from .panoptic_quality import PQStatFast, panoptic_image_stats, pq_compute_fast, read_panoptic_png
+from .panoptic_png import read_panoptic_png
+from .panoptic_quality import PQStatFast, panoptic_image_stats, pq_compute_fast
 from .rle import encode_masks
 
 __all__ = [
     "build_evaluator",
+    "COCOEvalInputError",
     "encode_masks",
     "FastCOCOEvaluator",
     "FastCOCOPanopticEvaluator",

@@ -1,11 +1,14 @@
+"""The evaluator dispatch of ``tools/train_net.py``: one table entry per ``evaluator_type``."""
+
 import os
-from typing import Optional
+from typing import Callable, Dict, List, Optional
 
 from detectron2.config import CfgNode
 from detectron2.data import MetadataCatalog
 from detectron2.evaluation import (
     COCOEvaluator,
     COCOPanopticEvaluator,
+    DatasetEvaluator,
     DatasetEvaluators,
     SemSegEvaluator,
 )
@@ -13,38 +16,72 @@ from detectron2.evaluation import (
 from .coco_evaluation import FastCOCOEvaluator
 from .panoptic_evaluation import FastCOCOPanopticEvaluator
 
+__all__ = ["EVALUATOR_BUILDERS", "build_evaluator"]
 
-def build_evaluator(cfg: CfgNode, dataset_name: str, output_folder: Optional[str] = None):
-    """The evaluator(s) for ``dataset_name``, dispatched on its metadata ``evaluator_type``
-    as D2's ``tools/train_net.py`` does; with ``cfg.D2EXT.FAST_EVAL`` the COCO and panoptic
-    evaluators are d2ext's drop-ins (same results, see :mod:`d2ext.evaluation`)."""
-    if output_folder is None:
-        output_folder = os.path.join(cfg.OUTPUT_DIR, "inference")
+# (cfg, dataset name, output folder) -> the evaluators of one dataset, in the order they run
+EvaluatorBuilder = Callable[[CfgNode, str, str], List[DatasetEvaluator]]
+
+
+def _coco_evaluators(cfg: CfgNode, dataset_name: str, output_folder: str) -> List[DatasetEvaluator]:
+    """COCO box/mask/keypoint AP; with ``cfg.D2EXT.FAST_EVAL`` d2ext's drop-in."""
+    coco_cls = FastCOCOEvaluator if cfg.D2EXT.FAST_EVAL else COCOEvaluator
+    return [coco_cls(dataset_name, output_dir=output_folder)]
+
+
+def _sem_seg_evaluators(
+    cfg: CfgNode, dataset_name: str, output_folder: str
+) -> List[DatasetEvaluator]:
+    """Semantic segmentation mIoU (D2's, there is no d2ext drop-in)."""
+    return [SemSegEvaluator(dataset_name, distributed=True, output_dir=output_folder)]
+
+
+def _coco_panoptic_evaluators(
+    cfg: CfgNode, dataset_name: str, output_folder: str
+) -> List[DatasetEvaluator]:
+    """PQ, plus the semantic and instance evaluators where the dataset has their ground truth."""
     meta = MetadataCatalog.get(dataset_name)
-    evaluator_type = meta.get("evaluator_type", None)
     fast = cfg.D2EXT.FAST_EVAL
-    coco_cls = FastCOCOEvaluator if fast else COCOEvaluator
-    panoptic_cls = FastCOCOPanopticEvaluator if fast else COCOPanopticEvaluator
-    panoptic = evaluator_type == "coco_panoptic_seg"
     evaluators = []
-    # a panoptic dataset gets the semantic / instance evaluators only where it has their
-    # ground truth: D2's "separated" registration has sem_seg_root, the standard one need not
-    if evaluator_type == "sem_seg" or (panoptic and meta.get("sem_seg_root", None)):
-        evaluators.append(SemSegEvaluator(dataset_name, distributed=True, output_dir=output_folder))
+    # D2's "separated" registration has sem_seg_root, the standard one need not
+    if meta.get("sem_seg_root", None):
+        evaluators += _sem_seg_evaluators(cfg, dataset_name, output_folder)
     # D2's COCOEvaluator assumes thing_classes lists the json's categories; the 'standard'
     # panoptic registration lists things and stuff there (ours handles it: _class_names)
     standard_panoptic = len(meta.get("thing_classes", [])) != len(
         meta.get("thing_dataset_id_to_contiguous_id", meta.get("thing_classes", []))
     )
-    if evaluator_type == "coco" or (
-        panoptic and meta.get("json_file", None) and (fast or not standard_panoptic)
-    ):
-        evaluators.append(coco_cls(dataset_name, output_dir=output_folder))
-    if panoptic:
-        evaluators.append(panoptic_cls(dataset_name, output_folder))
+    if meta.get("json_file", None) and (fast or not standard_panoptic):
+        evaluators += _coco_evaluators(cfg, dataset_name, output_folder)
+    panoptic_cls = FastCOCOPanopticEvaluator if fast else COCOPanopticEvaluator
+    evaluators.append(panoptic_cls(dataset_name, output_folder))
+    return evaluators
+
+
+# MetadataCatalog ``evaluator_type`` -> builder. A new kind of dataset is one entry here.
+EVALUATOR_BUILDERS: Dict[str, EvaluatorBuilder] = {
+    "coco": _coco_evaluators,
+    "coco_panoptic_seg": _coco_panoptic_evaluators,
+    "sem_seg": _sem_seg_evaluators,
+}
+
+
+def build_evaluator(cfg: CfgNode, dataset_name: str, output_folder: Optional[str] = None):
+    """The evaluator(s) for ``dataset_name``, dispatched on its metadata ``evaluator_type``
+    through :data:`EVALUATOR_BUILDERS` as D2's ``tools/train_net.py`` does; with
+    ``cfg.D2EXT.FAST_EVAL`` the COCO and panoptic evaluators are d2ext's drop-ins (same results,
+    see :mod:`d2ext.evaluation`).
+
+    Returns:
+        one :class:`DatasetEvaluator`, or :class:`DatasetEvaluators` when the type has several.
+    """
+    if output_folder is None:
+        output_folder = os.path.join(cfg.OUTPUT_DIR, "inference")
+    evaluator_type = MetadataCatalog.get(dataset_name).get("evaluator_type", None)
+    builder = EVALUATOR_BUILDERS.get(evaluator_type)
+    evaluators = builder(cfg, dataset_name, output_folder) if builder is not None else []
     if not evaluators:
         raise NotImplementedError(
             f"no evaluator for dataset {dataset_name!r} with evaluator_type={evaluator_type!r}; "
-            "set MetadataCatalog.get(name).evaluator_type to one of coco, coco_panoptic_seg, sem_seg"
+            f"set MetadataCatalog.get(name).evaluator_type to one of {', '.join(EVALUATOR_BUILDERS)}"
         )
     return evaluators[0] if len(evaluators) == 1 else DatasetEvaluators(evaluators)

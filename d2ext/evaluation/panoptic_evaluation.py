@@ -16,15 +16,26 @@ from typing import Dict, List, Optional
 
 import numpy as np
 from detectron2.evaluation import COCOPanopticEvaluator
-from detectron2.evaluation.panoptic_evaluation import _print_panoptic_results
 from detectron2.utils import comm
 from detectron2.utils.file_io import PathManager
 
-from .panoptic_quality import PanopticImageStats, PQStatFast, panoptic_image_stats, read_panoptic_png
+from .panoptic_png import read_panoptic_png
+from .panoptic_quality import PanopticImageStats, PQStatFast, panoptic_image_stats
 
 __all__ = ["FastCOCOPanopticEvaluator"]
 
 logger = logging.getLogger(__name__)
+
+
+def _log_panoptic_table(pq_res: Dict) -> None:
+    """Log the PQ/SQ/RQ table of ``pq_compute``-style results as D2's evaluator does.
+
+    D2 has no public function for this table; its private ``_print_panoptic_results`` is used
+    here (d2ext's only use of it) so that the log is D2's to the character.
+    """
+    from detectron2.evaluation.panoptic_evaluation import _print_panoptic_results
+
+    _print_panoptic_results(pq_res)
 
 
 class FastCOCOPanopticEvaluator(COCOPanopticEvaluator):
@@ -118,5 +129,5 @@ class FastCOCOPanopticEvaluator(COCOPanopticEvaluator):
         for key, name in (("", "All"), ("_th", "Things"), ("_st", "Stuff")):
             for metric in ("PQ", "SQ", "RQ"):
                 res[metric + key] = 100 * pq_res[name][metric.lower()]
-        _print_panoptic_results(pq_res)
+        _log_panoptic_table(pq_res)
         return OrderedDict({"panoptic_seg": res})

@@ -15,6 +15,10 @@ The rules are panopticapi's, to the letter:
   it lies on VOID plus the crowd region of its category (the *last* crowd segment of that
   category in ``segments_info``, as panopticapi's dict keeps it).
 
+:func:`panoptic_image_stats` and :class:`PQStatFast` work on id maps in memory (a model's
+output, a video frame); only :func:`pq_compute_fast` reads PNG files, through
+:func:`d2ext.evaluation.panoptic_png.read_panoptic_png`.
+
 Differences, both on inputs panopticapi cannot score: a group (All/Things/Stuff) with no
 category to average gives NaN where panopticapi raises ZeroDivisionError, and errors are
 ``KeyError``/``ValueError`` naming the image and segment.
@@ -26,19 +30,12 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, Iterable, List, NamedTuple, Optional
 
-import struct
-import zlib
-
-import cv2
 import numpy as np
 import torch
 
-from d2ext.layers._ext import extension_available
+from d2ext.layers import eval_ops_compiled, id_pair_counts
 
-try:  # libdeflate (PyPI "deflate"): optional, zlib gives the same bytes
-    import deflate as _deflate
-except ImportError:  # pragma: no cover - depends on the environment
-    _deflate = None
+from .panoptic_png import read_panoptic_png
 
 __all__ = [
     "OFFSET",
@@ -47,7 +44,6 @@ __all__ = [
     "PQStatFast",
     "panoptic_image_stats",
     "pq_compute_fast",
-    "read_panoptic_png",
 ]
 
 logger = logging.getLogger(__name__)
@@ -64,90 +60,6 @@ class PanopticImageStats(NamedTuple):
     tp: np.ndarray  # (M,) int64
     fp: np.ndarray  # (M,) int64
     fn: np.ndarray  # (M,) int64
-
-
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def _inflate(data: bytes, size: int) -> bytes:
-    """zlib-decompress ``data`` (``size`` bytes expected): libdeflate when its binding (PyPI
-    ``deflate``) is installed, ~20x faster than zlib on panoptic PNGs; else the stdlib zlib."""
-    if _deflate is not None:
-        return _deflate.zlib_decompress(data, size)
-    return zlib.decompress(data)
-
-
-def _png_ids_fast(path: str, data: bytes) -> Optional[np.ndarray]:
-    """Ids of a non-interlaced 8-bit RGB/RGBA PNG through the compiled ``png_panoptic_ids`` (inflate
-    + unfilter + rgb2id, no intermediate image); None for any other PNG or without the
-    extension. Chunk CRCs are checked, as libpng does."""
-    if not extension_available() or not data.startswith(_PNG_SIGNATURE):
-        return None
-    pos, end = len(_PNG_SIGNATURE), len(data)
-    header, idat = None, []
-    while pos + 12 <= end:
-        (length,) = struct.unpack_from(">I", data, pos)
-        kind = data[pos + 4 : pos + 8]
-        if pos + 12 + length > end:
-            raise ValueError(f"{path}: truncated PNG ({kind!r} chunk runs past the end of the file)")
-        body = data[pos + 8 : pos + 8 + length]
-        (crc,) = struct.unpack_from(">I", data, pos + 8 + length)
-        if zlib.crc32(kind + body) != crc:
-            raise ValueError(f"{path}: corrupt PNG (CRC error in the {kind!r} chunk)")
-        if kind == b"IHDR":
-            header = struct.unpack(">IIBBBBB", body)
-        elif kind == b"IDAT":
-            idat.append(body)
-        elif kind == b"IEND":
-            break
-        pos += 12 + length
-    if header is None or not idat:
-        raise ValueError(f"{path}: corrupt PNG (no IHDR or no IDAT chunk)")
-    width, height, depth, color, compression, filter_method, interlace = header
-    channels = {2: 3, 6: 4}.get(color)
-    if depth != 8 or channels is None or compression or filter_method or interlace:
-        return None  # OpenCV's decoder handles (or names) every other kind
-    size = height * (1 + width * channels)
-    try:
-        raw = _inflate(b"".join(idat), size)
-    except Exception as e:  # deflate.DeflateError / zlib.error
-        raise ValueError(f"{path}: corrupt PNG (the image data does not inflate: {e})") from None
-    if len(raw) != size:
-        raise ValueError(f"{path}: corrupt PNG ({len(raw)} bytes of image data, {size} expected)")
-    buf = torch.frombuffer(bytearray(raw), dtype=torch.uint8)
-    try:
-        return torch.ops.d2ext.png_panoptic_ids(buf, height, width, channels).numpy()
-    except ValueError as e:
-        raise ValueError(f"{path}: {e}") from None
-
-
-def read_panoptic_png(path: str) -> np.ndarray:
-    """(H, W) int32 segment ids ``R + 256 G + 256**2 B`` of a COCO panoptic PNG (= rgb2id).
-
-    8-bit RGB/RGBA PNGs are decoded by d2ext's compiled op (libdeflate inflate when installed,
-    ~10x faster than libpng here), others and every PNG without the extension by OpenCV; both
-    give the same ids.
-    """
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise FileNotFoundError(f"cannot read the panoptic PNG {path}: {e}") from None
-    ids = _png_ids_fast(path, data)
-    if ids is not None:
-        return ids
-    img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise ValueError(f"cannot decode the panoptic PNG {path}")
-    if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] not in (3, 4):
-        raise ValueError(
-            f"{path}: a panoptic PNG must be 8-bit RGB (ids as colours), got {img.dtype} {img.shape}"
-        )
-    # RGBA bytes read as little-endian int32 are R + 256 G + 256**2 B + 256**3 A
-    rgba = cv2.cvtColor(img, cv2.COLOR_BGR2RGBA if img.shape[2] == 3 else cv2.COLOR_BGRA2RGBA)
-    ids = rgba.view("<i4")[:, :, 0]
-    ids &= 0xFFFFFF
-    return ids
 
 
 def _segments_by_id(segments: Iterable[dict], image_id, what: str) -> Dict[int, dict]:
@@ -192,16 +104,18 @@ def _overlaps(gt_id_map, gt_ids, pred_id_map, pred_ids, image_id):
     """(counts, unknown): counts[i, j] = pixels of gt slot i and pred slot j (slots as
     :func:`_slots`), unknown = the sorted predicted ids of slot 0 (not in segments_info).
 
-    With the extension, one pass of ``id_pair_counts`` over both maps (panopticapi's
-    ``np.unique(gt * OFFSET + pred)`` without the sort); else id lookup tables and a bincount.
+    With the compiled op, one pass of :func:`d2ext.layers.id_pair_counts` over both maps
+    (panopticapi's ``np.unique(gt * OFFSET + pred)`` without the sort); else id lookup tables and
+    a bincount, faster than that op's ``np.unique`` reference.
     """
     n_gt, n_pred = gt_ids.size + 2, pred_ids.size + 2
-    if extension_available() and gt_id_map.dtype.kind in "iu" and pred_id_map.dtype.kind in "iu":
+    if eval_ops_compiled() and gt_id_map.dtype.kind in "iu" and pred_id_map.dtype.kind in "iu":
         g, p = gt_id_map, pred_id_map
         if not (g.dtype == p.dtype and g.dtype in (np.int32, np.int64)):
             g, p = g.astype(np.int64), p.astype(np.int64)
+        g, p = torch.from_numpy(np.ascontiguousarray(g)), torch.from_numpy(np.ascontiguousarray(p))
         try:
-            keys, cnt = torch.ops.d2ext.id_pair_counts(torch.from_numpy(g), torch.from_numpy(p))
+            keys, cnt = id_pair_counts(g, p)
         except ValueError:  # ids out of range: the lookup-table path names them
             pass
         else:
@@ -246,7 +160,6 @@ def panoptic_image_stats(
     pred = _segments_by_id(pred_segments, image_id, "predicted")
     gt_ids = np.fromiter(gt, dtype=np.int64, count=len(gt))
     pred_ids = np.fromiter(pred, dtype=np.int64, count=len(pred))
-    n_gt, n_pred = gt_ids.size + 2, pred_ids.size + 2
 
     counts, unknown = _overlaps(gt_id_map, gt_ids, pred_id_map, pred_ids, image_id)
     pred_area = counts.sum(axis=0)

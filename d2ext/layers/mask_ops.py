@@ -8,8 +8,13 @@ paths give the same booleans (see "Parity" below):
   of the two sampling conventions the mask paths need (``F.interpolate`` or D2's
   ``F.grid_sample`` paste).
 * :func:`assemble_masks` - YOLACT's mask assembly (``sigmoid(P @ c)`` -> crop -> upsample ->
-  ``> threshold``) in dbolya/yolact's exact order.
-* :func:`paste_masks` - D2's :func:`paste_masks_in_image` (bool output).
+  ``> threshold``) in dbolya/yolact's exact order; the product and the crop rule live in
+  :mod:`d2ext.layers.prototype_masks`.
+* :func:`paste_masks` - a drop-in for D2's :func:`paste_masks_in_image` (bool output; scriptable
+  and traceable like D2's).
+
+And :func:`paste_mask_values`, D2's paste before its threshold (float values on the whole image),
+for heads that combine pasted logits (UPSNet) and for tests.
 
 Parity. The kernels replay torch's float32 arithmetic per pixel, rounding step by rounding step
 (source coordinate, floor, weights, FMA-fused weighted sums as ATen's AVX2/AVX512 kernels compute
@@ -25,15 +30,15 @@ NaN. NaN probabilities/coefficients give ``False`` pixels (NaN compares false) e
 references. Non-finite boxes are rejected with a ``ValueError`` by the Python functions (the
 compiled ops, called directly, stay in bounds for them: a NaN box gives an empty mask).
 """
-from typing import Sequence, Tuple, Union
+from typing import List, Tuple
 
 import torch
 from torch.nn import functional as F
 
-from detectron2.layers.mask_ops import paste_masks_in_image
-from detectron2.structures import Boxes
+from detectron2.layers.mask_ops import _do_paste_mask, paste_masks_in_image
 
 from ._ext import cuda_built, extension_available
+from .prototype_masks import box_crop_region, prototype_masks
 
 __all__ = [
     "resize_threshold",
@@ -42,6 +47,7 @@ __all__ = [
     "assemble_masks_reference",
     "paste_masks",
     "paste_masks_reference",
+    "paste_mask_values",
 ]
 
 _CONVENTIONS = ("interpolate", "grid_sample")
@@ -59,10 +65,15 @@ def _use_ext(*tensors: torch.Tensor) -> bool:
     return device.type == "cpu"
 
 
-def _check_out_hw(out_hw: Sequence[int], what: str) -> Tuple[int, int]:
-    if len(out_hw) != 2 or any(int(s) < 0 for s in out_hw):
-        raise ValueError(f"{what}: out_hw must be (height, width) >= 0, got {tuple(out_hw)}")
-    return int(out_hw[0]), int(out_hw[1])
+# The checks are TorchScript-compatible because paste_masks is (D2's paste is scriptable).
+def _check_out_hw(out_hw: Tuple[int, int], what: str) -> Tuple[int, int]:
+    if len(out_hw) != 2:
+        raise ValueError(f"{what}: out_hw must be (height, width), got {out_hw}")
+    h = int(out_hw[0])
+    w = int(out_hw[1])
+    if h < 0 or w < 0:
+        raise ValueError(f"{what}: out_hw must be (height, width) >= 0, got ({h}, {w})")
+    return h, w
 
 
 def _check_threshold(threshold: float, what: str) -> float:
@@ -77,12 +88,12 @@ def _check_threshold(threshold: float, what: str) -> float:
 
 def _check_boxes(boxes: torch.Tensor, n: int, what: str) -> None:
     if boxes.dim() != 2 or boxes.shape[1] != 4 or boxes.shape[0] != n:
-        raise ValueError(f"{what}: boxes must have shape ({n}, 4), got {tuple(boxes.shape)}")
-    if not boxes.dtype.is_floating_point:
+        raise ValueError(f"{what}: boxes must have shape ({n}, 4), got {list(boxes.shape)}")
+    if not boxes.is_floating_point():
         raise ValueError(f"{what}: boxes must be floating point, got {boxes.dtype}")
-    if n and not bool(torch.isfinite(boxes).all()):
-        bad = (~torch.isfinite(boxes)).any(dim=1).nonzero()[:, 0].tolist()
-        raise ValueError(f"{what}: boxes must be finite; rows {bad[:10]} are not")
+    if n > 0 and not bool(torch.isfinite(boxes).all()):
+        bad = torch.jit.annotate(List[int], (~torch.isfinite(boxes)).any(dim=1).nonzero()[:10, 0].tolist())
+        raise ValueError(f"{what}: boxes must be finite; rows {bad} are not")
 
 
 # --------------------------------------------------------------------------- primitive
@@ -99,12 +110,10 @@ def resize_threshold_reference(
     n = input.shape[0]
     if n == 0 or h == 0 or w == 0:
         return torch.zeros((n, h, w), dtype=torch.bool, device=input.device)
-    # the grid of D2's _do_paste_mask for the box (0, 0, w, h), same float32 formula
-    gx = (torch.arange(w, dtype=torch.float32, device=input.device) + 0.5 - 0.0) / float(w) * 2 - 1
-    gy = (torch.arange(h, dtype=torch.float32, device=input.device) + 0.5 - 0.0) / float(h) * 2 - 1
-    grid = torch.stack([gx[None, :].expand(h, w), gy[:, None].expand(h, w)], dim=2)
-    out = F.grid_sample(input[:, None], grid[None].expand(n, h, w, 2).to(input.dtype), align_corners=False)
-    return out[:, 0] >= threshold
+    # D2's paste of every map into the box (0, 0, w, h), i.e. over the whole output (float32
+    # boxes: D2's grid arithmetic)
+    boxes = torch.tensor([[0.0, 0.0, w, h]], dtype=torch.float32, device=input.device).expand(n, 4)
+    return paste_mask_values(input, boxes, (h, w)) >= threshold
 
 
 def resize_threshold(
@@ -143,15 +152,6 @@ def resize_threshold(
 
 
 # --------------------------------------------------------------------------- YOLACT
-def _yolact_crop_bounds(x1: torch.Tensor, x2: torch.Tensor, size: int, padding: int):
-    """dbolya/yolact ``sanitize_coordinates(..., cast=False)``: float bounds in proto pixels."""
-    x1 = x1 * size
-    x2 = x2 * size
-    lo = torch.clamp(torch.min(x1, x2) - padding, min=0)
-    hi = torch.clamp(torch.max(x1, x2) + padding, max=size)
-    return lo, hi
-
-
 def assemble_masks_reference(
     protos: torch.Tensor,
     coeffs: torch.Tensor,
@@ -166,14 +166,9 @@ def assemble_masks_reference(
     h, w = out_hw
     if n == 0 or h == 0 or w == 0:
         return torch.zeros((n, h, w), dtype=torch.bool, device=protos.device)
-    # original: proto_data (Hp, Wp, k) @ coeffs.t() -> sigmoid -> crop -> permute(2, 0, 1)
-    masks = torch.sigmoid(protos.permute(1, 2, 0).contiguous() @ coeffs.t())
-    x1, x2 = _yolact_crop_bounds(boxes[:, 0], boxes[:, 2], wp, crop_padding)
-    y1, y2 = _yolact_crop_bounds(boxes[:, 1], boxes[:, 3], hp, crop_padding)
-    cols = torch.arange(wp, device=masks.device, dtype=x1.dtype).view(1, -1, 1)
-    rows = torch.arange(hp, device=masks.device, dtype=x1.dtype).view(-1, 1, 1)
-    keep = (cols >= x1) & (cols < x2) & (rows >= y1) & (rows < y2)
-    masks = (masks * keep.to(masks.dtype)).permute(2, 0, 1).contiguous()
+    masks = prototype_masks(protos, coeffs)
+    # crop bounds in the boxes' own dtype (float32 boxes crop float64 checks like float32 runs)
+    masks = masks * box_crop_region(boxes, hp, wp, crop_padding).to(masks.dtype)
     masks = F.interpolate(masks[None], (h, w), mode="bilinear", align_corners=False)[0]
     return masks > threshold
 
@@ -189,12 +184,12 @@ def assemble_masks(
     """YOLACT mask assembly, fused: no full-size float tensor is ever made.
 
     Same booleans as dbolya/yolact ``postprocess``: ``m = sigmoid(P @ c^T)`` at prototype
-    resolution; ``crop(m, boxes, padding)`` zeroes proto pixel (col, row) unless
-    ``x1 <= col < x2`` and ``y1 <= row < y2`` with ``x1 = max(min(bx1, bx2) * Wp - padding, 0)``,
-    ``x2 = min(max(bx1, bx2) * Wp + padding, Wp)`` (float, not rounded: ``cast=False``), same for
-    y; bilinear resize of the proto-resolution map to ``out_hw`` (``F.interpolate``,
-    align_corners=False); ``> threshold``. The compiled op does the small matmul and sigmoid in
-    ATen and then one kernel per output pixel (only inside the crop's footprint) writes the bool.
+    resolution (:func:`~d2ext.layers.prototype_masks.prototype_masks`); YOLACT's crop of ``m`` to
+    the padded boxes (:func:`~d2ext.layers.prototype_masks.box_crop_region`: float bounds, not
+    rounded, as the original's ``cast=False``); bilinear resize of the proto-resolution map to
+    ``out_hw`` (``F.interpolate``, align_corners=False); ``> threshold``. The compiled op does the
+    small matmul and sigmoid in ATen and then one kernel per output pixel (only inside the crop's
+    footprint) writes the bool.
 
     Args:
         protos (Tensor): (k, Hp, Wp) float prototypes (CHW, already activated).
@@ -263,13 +258,12 @@ def paste_masks_reference(
     return out
 
 
+@torch.jit.script_if_tracing
 def paste_masks(
-    masks: torch.Tensor,
-    boxes: Union[torch.Tensor, Boxes],
-    out_hw: Tuple[int, int],
-    threshold: float = 0.5,
+    masks: torch.Tensor, boxes: torch.Tensor, out_hw: Tuple[int, int], threshold: float = 0.5
 ) -> torch.Tensor:
-    """D2's :func:`paste_masks_in_image`, fused: bool output, work only inside each box.
+    """A drop-in for D2's :func:`paste_masks_in_image`, fused: bool output, work only inside
+    each box.
 
     Output pixel (x, y) of mask i samples ``masks[i]`` at the ``F.grid_sample`` location
     (align_corners=False, zero padding) of grid coordinate ``((x + 0.5 - x0) / (x1 - x0)) * 2 - 1``
@@ -281,8 +275,18 @@ def paste_masks(
     region is empty (outside the image, inverted) give empty masks; zero-width boxes give NaN
     grid values, hence False pixels, as in D2.
 
+    D2's contract, kept: non-float masks (bool, uint8 0/1) are cast to float32 as D2 does;
+    ``Boxes`` are accepted in eager mode; the function can be ``torch.jit.script``-ed and is
+    scripted when traced (``torch.jit.script_if_tracing``, as D2's), so traced models keep
+    data-dependent shapes. Scripted or traced it runs the reference, i.e. D2's paste
+    (TorchScript resolves ``torch.ops`` at compile time and the compiled ops are optional).
+    One difference: the output is bool also when R == 0, where D2 returns uint8 (its non-empty
+    output is bool; D2's ``BitMasks`` casts both to bool, so model outputs agree). Thresholds
+    must be >= 0 (D2's uint8 "threshold < 0" visualisation mode is not offered).
+
     Args:
-        masks (Tensor): (R, M, M) float probabilities (D2's mask head output without channel).
+        masks (Tensor): (R, M, M) probabilities (D2's mask head output without channel), or
+            0/1 masks of another dtype (e.g. bool from D2's ``crop_and_resize``).
         boxes (Tensor or Boxes): (R, 4) XYXY in absolute output-image pixels.
         out_hw: output (H, W).
         threshold (float): >= 0.
@@ -291,17 +295,44 @@ def paste_masks(
         BoolTensor (R, H, W).
     """
     what = "paste_masks"
-    if isinstance(boxes, Boxes):
+    if not isinstance(boxes, torch.Tensor):  # D2 Boxes; a scripted caller passes the tensor
         boxes = boxes.tensor
-    if masks.dim() != 3 or not masks.dtype.is_floating_point:
-        raise ValueError(f"{what}: masks must be a float (R, M, M) tensor, got {masks.dtype} {tuple(masks.shape)}")
-    if masks.shape[1] != masks.shape[2] or (masks.shape[0] and masks.shape[1] == 0):
-        raise ValueError(f"{what}: masks must be square and non-empty (R, M, M), got {tuple(masks.shape)}")
+    if masks.dim() != 3:
+        raise ValueError(f"{what}: masks must be an (R, M, M) tensor, got {list(masks.shape)}")
+    if not masks.is_floating_point():  # 0/1 bool or integer masks, cast as D2 casts them
+        masks = masks.float()
+    if masks.shape[1] != masks.shape[2] or (masks.shape[0] > 0 and masks.shape[1] == 0):
+        raise ValueError(
+            f"{what}: masks must be square and non-empty (R, M, M), got {list(masks.shape)}"
+        )
     _check_boxes(boxes, masks.shape[0], what)
     if boxes.device != masks.device:
-        raise ValueError(f"{what}: masks ({masks.device}) and boxes ({boxes.device}) must be on one device")
+        raise ValueError(
+            f"{what}: masks ({masks.device}) and boxes ({boxes.device}) must be on one device"
+        )
     h, w = _check_out_hw(out_hw, what)
     threshold = _check_threshold(threshold, what)
-    if _use_ext(masks, boxes):
-        return torch.ops.d2ext.paste_masks(masks, boxes, h, w, threshold)
+    if not torch.jit.is_scripting():
+        if _use_ext(masks, boxes):
+            return torch.ops.d2ext.paste_masks(masks, boxes, h, w, threshold)
     return paste_masks_reference(masks, boxes, (h, w), threshold)
+
+
+def paste_mask_values(masks: torch.Tensor, boxes: torch.Tensor, out_hw: Tuple[int, int]) -> torch.Tensor:
+    """D2's paste before the threshold, on the whole image: ``masks[i]`` (any float map, e.g.
+    logits) bilinearly resampled into ``boxes[i]`` of an (H, W) image with D2's grid and
+    ``F.grid_sample`` (align_corners=False, zero padding outside the box).
+
+    Args:
+        masks (Tensor): (R, h, w) float.
+        boxes (Tensor): (R, 4) XYXY in absolute output-image pixels.
+        out_hw: output (H, W).
+
+    Returns:
+        Tensor: (R, H, W) in ``masks.dtype``.
+    """
+    # D2 has no public function for these values (paste_masks_in_image thresholds them, or
+    # quantises them to uint8 for threshold < 0), so its private _do_paste_mask is called here,
+    # the one place d2ext calls it: if D2 changes it, this function and its tests are what break.
+    values, _ = _do_paste_mask(masks[:, None], boxes, int(out_hw[0]), int(out_hw[1]), skip_empty=False)
+    return values

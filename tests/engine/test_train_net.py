@@ -8,6 +8,9 @@ import subprocess
 import sys
 
 import pytest
+import torch
+
+from d2ext.layers import extension_available
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 # the tiny builtin splits keep these smoke tests short (same formats and loaders as the full ones)
@@ -37,6 +40,7 @@ def _d2_tools_script(name):
     pytest.skip(f"D2's {name} is not installed next to detectron2 (make installs it in .venv/d2-tools)")
 
 
+@pytest.mark.slow
 def test_train_net_yacs_two_iterations_and_eval(tmp_path):
     out = tmp_path / "out"
     log = _run(
@@ -60,6 +64,7 @@ def test_train_net_yacs_two_iterations_and_eval(tmp_path):
     assert any("total_loss" in m for m in metrics)
 
 
+@pytest.mark.slow
 def test_d2_lazyconfig_train_net_unmodified(tmp_path):
     script = _d2_tools_script("lazyconfig_train_net.py")
     out = tmp_path / "lazy"
@@ -76,6 +81,7 @@ def test_d2_lazyconfig_train_net_unmodified(tmp_path):
     assert "Evaluation results for segm" in log
 
 
+@pytest.mark.slow
 def test_launch_two_cpu_processes(tmp_path):
     out = tmp_path / "ddp"
     log = _run(
@@ -90,6 +96,7 @@ def test_launch_two_cpu_processes(tmp_path):
     assert (out / "log.txt.rank1").is_file()  # the second process ran and logged
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "config,train,test",
     [
@@ -146,7 +153,13 @@ def test_compare_fast_paste_tool(tmp_path):
     )
     res = json.loads(out.read_text())
     assert res["images"] == 2 and res["instances"] > 0 and res["same_detections"]
-    assert res["pixels"] > 0 and res["agreement_percent"] >= 99.99
+    assert res["pixels"] > 0
+    # the kernel replays torch's FMA rounding: bit-identical on AVX2/AVX512 CPUs (and without
+    # the extension, where D2's paste itself runs); elsewhere only exact threshold ties may flip
+    if not extension_available() or torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"):
+        assert res["different_pixels"] == 0 and res["agreement_percent"] == 100.0, res
+    else:
+        assert res["different_pixels"] <= 1e-6 * res["pixels"] + 1, res
     # a model without a fast-paste variant is named
     env = dict(os.environ, PYTHONPATH=REPO)
     proc = subprocess.run(

@@ -1,6 +1,8 @@
 """Tiny ground truths for the evaluator tests: a COCO instances json and a COCO panoptic set
-(PNGs + json), written once per session and registered in D2's MetadataCatalog."""
+(PNGs + json), written once per session and registered in D2's MetadataCatalog; switches
+between the compiled evaluation ops and their fallbacks."""
 
+import contextlib
 import json
 import os
 
@@ -11,6 +13,36 @@ from detectron2.data import MetadataCatalog
 from PIL import Image
 
 import d2ext  # noqa: F401  (registration)
+import d2ext.layers.eval_ops as eval_ops
+from d2ext.layers import extension_available
+
+
+@contextlib.contextmanager
+def eval_ops_disabled():
+    """Inside, d2ext's evaluation code takes the routes it takes without ``d2ext._C``: the ops'
+    numpy references, OpenCV PNG decoding, lookup-table pair counting (all of them follow
+    :func:`d2ext.layers.eval_ops_compiled`, which this switches off)."""
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(eval_ops, "extension_available", lambda: False)
+        yield
+
+
+@pytest.fixture
+def without_eval_ops():
+    """:func:`eval_ops_disabled`, for tests that compare both routes on the same input."""
+    return eval_ops_disabled
+
+
+@pytest.fixture(params=["compiled", "fallback"])
+def eval_ops_route(request):
+    """Runs a test with the compiled evaluation ops (skipped when not built), then without."""
+    if request.param == "compiled":
+        if not extension_available():
+            pytest.skip("d2ext._C not built")
+        yield request.param
+    else:
+        with eval_ops_disabled():
+            yield request.param
 
 THING_IDS = (2, 5, 9)  # non-contiguous on purpose
 STUFF_IDS = (10, 12)

@@ -13,8 +13,9 @@ from detectron2.evaluation import COCOEvaluator
 from detectron2.structures import Boxes, Instances
 from pycocotools.coco import COCO
 
+from d2ext.data.synthetic.predictions import instance_predictions_from_gt
 from d2ext.evaluation import FastCOCOEvaluator
-from d2ext.evaluation.synthetic_predictions import instance_predictions_from_gt
+from d2ext.evaluation.coco_evaluation import COCOEvalInputError
 
 
 def _predictions(dataset, seed, **kw):
@@ -123,7 +124,7 @@ def test_bad_inputs_name_image_and_field(coco_gt):
 
 
 def test_synthetic_shapes_val():
-    synthetic = pytest.importorskip("d2ext.data.synthetic")
+    from d2ext.data import synthetic
     synthetic.ensure_synthetic_generated("synth_shapes_val")
     pairs = _predictions("synth_shapes_val", 7, jitter=2.0)[:25]
     img_ids = [inp["image_id"] for inp, _ in pairs]
@@ -150,68 +151,153 @@ def test_evaluate_twice_leaves_predictions_intact(coco_gt):
     assert stored == [r for p in ev._predictions for r in p["instances"]]
 
 
-def test_keypoints_match_d2(tmp_path):
-    rng = np.random.default_rng(9)
-    images, anns, pairs = [], [], []
-    for i in range(6):
+# ---- keypoints: pycocotools' COCOeval, D2's numbers bit for bit --------------------------------
+KP_CATS = (1, 4, 7)  # dataset ids; 7 has no ground truth in _keypoint_set's default
+
+
+def _register_json(name, path, data, class_ids):
+    path.write_text(json.dumps(data))
+    if name in MetadataCatalog.list():
+        MetadataCatalog.remove(name)
+    MetadataCatalog.get(name).set(
+        json_file=str(path),
+        thing_classes=[f"kp{c}" for c in class_ids],
+        thing_dataset_id_to_contiguous_id={c: i for i, c in enumerate(class_ids)},
+    )
+    return name
+
+
+def _keypoint_set(tmp_path, seed, gt_cats=(1, 4), num_kp=3, num_images=8):
+    """(json dict, make_pairs): people-like objects with ``num_kp`` keypoints of the categories
+    ``gt_cats`` (some crowd, image 2 without any), and predictions of every category of KP_CATS
+    near them; ``make_pairs()`` gives fresh (input, output) pairs (D2 shifts pred_keypoints in
+    place)."""
+    rng = np.random.default_rng(seed)
+    images, anns, preds = [], [], []
+    for i in range(num_images):
         images.append({"id": i + 1, "file_name": f"{i}.jpg", "height": 64, "width": 80})
-        kps, boxes = [], []
-        for _ in range(int(rng.integers(1, 4))):
+        boxes, kps, classes = [], [], []
+        for _ in range(0 if i == 2 else int(rng.integers(1, 4))):
             x0, y0 = rng.uniform(0, 50), rng.uniform(0, 35)
             w, h = rng.uniform(8, 30), rng.uniform(8, 28)
-            pts = np.c_[rng.uniform(x0, x0 + w, 3), rng.uniform(y0, y0 + h, 3), rng.integers(0, 3, 3)]
+            pts = np.c_[rng.uniform(x0, x0 + w, num_kp), rng.uniform(y0, y0 + h, num_kp), rng.integers(0, 3, num_kp)]
             anns.append(
                 {
                     "id": len(anns) + 1,
                     "image_id": i + 1,
-                    "category_id": 1,
-                    "iscrowd": 0,
+                    "category_id": int(rng.choice(gt_cats)),
+                    "iscrowd": int(rng.random() < 0.1),
                     "bbox": [x0, y0, w, h],
                     "area": w * h,
                     "keypoints": pts.ravel().tolist(),
                     "num_keypoints": int((pts[:, 2] > 0).sum()),
                 }
             )
-            kps.append(np.c_[pts[:, :2] + 0.5 + rng.normal(0, 1.5, (3, 2)), np.ones(3)])
-            boxes.append([x0, y0, x0 + w, y0 + h])
+            for _ in range(int(rng.integers(1, 3))):
+                kps.append(np.c_[pts[:, :2] + 0.5 + rng.normal(0, 1.5, (num_kp, 2)), np.ones(num_kp)])
+                boxes.append([x0, y0, x0 + w, y0 + h])
+                classes.append(int(rng.integers(0, len(KP_CATS))))
         inst = Instances((64, 80))
-        inst.pred_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32))
+        inst.pred_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4))
         inst.scores = torch.from_numpy(rng.uniform(0.1, 1, len(boxes))).float()
-        inst.pred_classes = torch.zeros(len(boxes), dtype=torch.int64)
-        inst.pred_keypoints = torch.tensor(np.stack(kps), dtype=torch.float32)
-        pairs.append(({"image_id": i + 1, "height": 64, "width": 80}, {"instances": inst}))
-    path = tmp_path / "kp.json"
-    cats = [{"id": 1, "name": "person", "keypoints": ["a", "b", "c"], "skeleton": []}]
-    path.write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}))
-    name = "d2ext_test_eval_keypoints"
-    if name in MetadataCatalog.list():
-        MetadataCatalog.remove(name)
-    MetadataCatalog.get(name).set(
-        json_file=str(path), thing_classes=["person"], thing_dataset_id_to_contiguous_id={1: 0}
-    )
+        inst.pred_classes = torch.tensor(classes, dtype=torch.int64)
+        inst.pred_keypoints = torch.tensor(np.array(kps), dtype=torch.float32).reshape(-1, num_kp, 3)
+        preds.append(({"image_id": i + 1, "height": 64, "width": 80}, inst))
+    cats = [{"id": c, "name": f"kp{c}", "keypoints": [f"k{j}" for j in range(num_kp)], "skeleton": []} for c in KP_CATS]
 
-    def fresh():  # D2 shifts pred_keypoints in place by -0.5
+    def make_pairs():
         return [
-            (
-                i,
-                {
-                    "instances": Instances(
-                        o["instances"].image_size,
-                        **{
-                            k: (v.clone() if torch.is_tensor(v) else v)
-                            for k, v in o["instances"].get_fields().items()
-                        },
-                    )
-                },
-            )
-            for i, o in pairs
+            (inp, {"instances": Instances(inst.image_size, **{k: v.clone() for k, v in inst.get_fields().items()})})
+            for inp, inst in preds
         ]
 
-    sigmas = (0.05, 0.1, 0.15)
-    ref = _run(COCOEvaluator(name, use_fast_impl=False, kpt_oks_sigmas=sigmas), fresh())
-    ours = _run(FastCOCOEvaluator(name, kpt_oks_sigmas=sigmas), fresh())
+    return {"images": images, "annotations": anns, "categories": cats}, make_pairs
+
+
+def _assert_identical_results(ours, ref):
+    """Same tasks, same metric names in the same order, bit-identical values (NaN as NaN)."""
+    assert list(ours) == list(ref)
+    for task in ref:
+        assert list(ours[task]) == list(ref[task]), task
+        for k, v in ref[task].items():
+            assert ours[task][k] == v or (math.isnan(v) and math.isnan(ours[task][k])), (task, k, ours[task][k], v)
+
+
+@pytest.mark.parametrize("seed,max_dets", [(0, 100), (1, 100), (2, 50)])
+@pytest.mark.parametrize("gt_cats", [(1, 4), (1, 4, 7)], ids=["empty-gt-category", "all-categories"])
+def test_keypoints_identical_to_d2(tmp_path, seed, max_dets, gt_cats):
+    data, make_pairs = _keypoint_set(tmp_path, seed, gt_cats)
+    name = _register_json("d2ext_test_eval_keypoints", tmp_path / "kp.json", data, KP_CATS)
+    # max_dets != 100: D2 switches to its COCOevalMaxDets, whose keypoint summary is COCOeval's
+    kw = {"kpt_oks_sigmas": (0.05, 0.1, 0.15), "max_dets_per_image": max_dets}
+    ref = _run(COCOEvaluator(name, use_fast_impl=False, **kw), make_pairs())
+    ours = _run(FastCOCOEvaluator(name, **kw), make_pairs())
     assert set(ref) == {"bbox", "keypoints"} and 0 < ref["keypoints"]["AP"] < 100
+    # the per-category table lists every category; one without ground truth has no AP (NaN)
+    assert [k for k in ref["keypoints"] if k.startswith("AP-")] == [f"AP-kp{c}" for c in KP_CATS]
+    assert math.isnan(ref["keypoints"]["AP-kp7"]) == (7 not in gt_cats)
+    _assert_identical_results({"keypoints": ours["keypoints"]}, {"keypoints": ref["keypoints"]})
     _assert_same_results(ours, ref)
+
+
+def _raised(evaluator, pairs):
+    try:
+        _run(evaluator, pairs)
+    except Exception as e:  # noqa: BLE001 - the type is what is compared
+        return e
+    return None
+
+
+def test_bad_inputs_raise_the_exception_types_of_d2(tmp_path):
+    """Ground truth and settings COCOeval cannot score raise what D2's COCOEvaluator raises."""
+    data, make_pairs = _keypoint_set(tmp_path, 0)
+    cases = {}
+    # more OKS sigmas than keypoints: D2 asserts
+    cases["sigmas"] = (data, {"kpt_oks_sigmas": (0.05, 0.1, 0.15, 0.2)}, make_pairs, AssertionError)
+    # a predicted class the dataset does not have (D2's test_unknown_category)
+    def unknown_class():
+        pairs = make_pairs()
+        pairs[0][1]["instances"].pred_classes[:] = len(KP_CATS)
+        return pairs
+
+    cases["class"] = (data, {}, unknown_class, AssertionError)
+    # results for an image the ground truth does not have: pycocotools' loadRes asserts
+    def unknown_image():
+        return [(dict(inp, image_id=99), out) if i == 0 else (inp, out) for i, (inp, out) in enumerate(make_pairs())]
+
+    cases["image"] = (data, {}, unknown_image, AssertionError)
+    # ground-truth annotations without fields pycocotools' COCOeval reads
+    for field, value in (("num_keypoints", None), ("iscrowd", None), ("area", 0)):
+        edited = json.loads(json.dumps(data))
+        for ann in edited["annotations"][1:3]:
+            ann.pop(field)
+            if value is not None:
+                ann["iscrowd"] = value  # a non-crowd annotation needs its area
+        cases[field] = (edited, {}, make_pairs, KeyError)
+    for case, (gt, kwargs, pairs, expected) in cases.items():
+        name = _register_json(f"d2ext_test_eval_bad_{case}", tmp_path / f"{case}.json", gt, KP_CATS)
+        kwargs = {"kpt_oks_sigmas": (0.05, 0.1, 0.15), **kwargs}
+        ref = _raised(COCOEvaluator(name, use_fast_impl=False, **kwargs), pairs())
+        ours = _raised(FastCOCOEvaluator(name, **kwargs), pairs())
+        assert type(ref) is expected, (case, ref)
+        assert isinstance(ours, expected), (case, ours)
+
+
+def test_unknown_category_is_an_assertion_error_with_a_clear_message(coco_gt):
+    """D2's upstream test_unknown_category: classes 10 and 80 on a dataset with fewer classes."""
+    ((inp, out),) = _predictions(coco_gt, 6)[1:2]
+    pred = Instances((48, 61))
+    pred.pred_boxes = Boxes(torch.tensor([[1.0, 2.0, 10.0, 12.0], [5.0, 5.0, 20.0, 30.0]]))
+    pred.scores = torch.tensor([0.9, 0.3])
+    pred.pred_classes = torch.tensor([10, 80])
+    for evaluator in (COCOEvaluator(coco_gt, use_fast_impl=False), FastCOCOEvaluator(coco_gt)):
+        evaluator.reset()
+        evaluator.process([inp], [{"instances": pred}])
+        with pytest.raises(AssertionError):
+            evaluator.evaluate()
+    with pytest.raises(COCOEvalInputError, match=rf"image_id={inp['image_id']}.*class=10.*3 classes"):
+        evaluator.evaluate()
+    assert issubclass(COCOEvalInputError, ValueError)
 
 
 def test_batched_segm_results_equal_load_res(coco_gt):

@@ -14,9 +14,9 @@ from detectron2.data import MetadataCatalog
 from detectron2.evaluation import COCOPanopticEvaluator
 
 from d2ext.config import add_d2ext_config
+from d2ext.data.synthetic.predictions import perturb_panoptic
 from d2ext.evaluation import FastCOCOEvaluator, FastCOCOPanopticEvaluator, build_evaluator
-from d2ext.evaluation.panoptic_quality import read_panoptic_png
-from d2ext.evaluation.synthetic_predictions import perturb_panoptic
+from d2ext.evaluation.panoptic_png import read_panoptic_png
 
 
 def _model_outputs(dataset, seed, with_segments_info=True):
@@ -108,7 +108,7 @@ def test_build_evaluator_dispatch(coco_gt, tmp_path):
 
 
 def test_build_evaluator_panoptic(tmp_path):
-    synthetic = pytest.importorskip("d2ext.data.synthetic")
+    from d2ext.data import synthetic
     synthetic.ensure_synthetic_generated("synth_panoptic_val")
     # standard registration: no semantic gt, so no SemSegEvaluator
     evs = build_evaluator(_cfg(True), "synth_panoptic_val", str(tmp_path))
@@ -121,8 +121,41 @@ def test_build_evaluator_panoptic(tmp_path):
     ]
 
 
-def test_benchmark_cases_registered():
-    from d2ext.benchmarks import load_all_cases
 
-    cases = load_all_cases()
-    assert {"coco_eval", "pq"} <= set(cases)
+def test_build_evaluator_table(tmp_path, monkeypatch):
+    from detectron2.data import DatasetCatalog
+    from detectron2.evaluation import DatasetEvaluator, SemSegEvaluator
+
+    from d2ext.evaluation.build import EVALUATOR_BUILDERS
+
+    def register(name, evaluator_type):
+        if name in DatasetCatalog.list():
+            DatasetCatalog.remove(name)
+            MetadataCatalog.remove(name)
+        DatasetCatalog.register(name, lambda: [])
+        MetadataCatalog.get(name).set(evaluator_type=evaluator_type, stuff_classes=["a", "b"], ignore_label=255)
+        return name
+
+    assert list(EVALUATOR_BUILDERS) == ["coco", "coco_panoptic_seg", "sem_seg"]
+    name = register("d2ext_test_eval_sem_seg", "sem_seg")
+    for fast in (True, False):  # D2's evaluator either way: there is no drop-in
+        assert type(build_evaluator(_cfg(fast), name, str(tmp_path))) is SemSegEvaluator
+
+    name = register("d2ext_test_eval_video", "video_ap")
+    with pytest.raises(
+        NotImplementedError,
+        match=r"no evaluator for dataset 'd2ext_test_eval_video' with evaluator_type='video_ap'; "
+        r"set MetadataCatalog.get\(name\).evaluator_type to one of coco, coco_panoptic_seg, sem_seg$",
+    ):
+        build_evaluator(_cfg(True), name, str(tmp_path))
+
+    class VideoAP(DatasetEvaluator):
+        def __init__(self, dataset_name, output_dir):
+            self.args = (dataset_name, output_dir)
+
+    # a new evaluator type is one entry
+    monkeypatch.setitem(EVALUATOR_BUILDERS, "video_ap", lambda cfg, d, out: [VideoAP(d, out)])
+    ev = build_evaluator(_cfg(True), name, str(tmp_path))
+    assert type(ev) is VideoAP and ev.args == (name, str(tmp_path))
+    cfg = _cfg(True)
+    assert build_evaluator(cfg, name).args == (name, os.path.join(cfg.OUTPUT_DIR, "inference"))

@@ -1,4 +1,5 @@
-"""The compiled panoptic PNG decoder and pair counter against OpenCV / numpy (the fallback)."""
+"""read_panoptic_png: PNG files decoded through the compiled ``png_panoptic_ids`` against OpenCV
+(the route without the extension). The op itself is tested in tests/layers/test_eval_ops.py."""
 
 import glob
 import os
@@ -8,15 +9,14 @@ import zlib
 import cv2
 import numpy as np
 import pytest
-import torch
+from panopticapi.utils import id2rgb
 from PIL import Image
 
-import d2ext.evaluation.panoptic_quality as pqm
-from d2ext.evaluation.panoptic_quality import OFFSET, panoptic_image_stats, read_panoptic_png
-from d2ext.layers._ext import extension_available
+import d2ext.evaluation.panoptic_png as png_module
+from d2ext.evaluation.panoptic_png import read_panoptic_png
+from d2ext.layers import extension_available
 
 needs_ext = pytest.mark.skipif(not extension_available(), reason="d2ext._C not built")
-REAL = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "real_samples", "coco_panoptic")
 
 
 def _chunk(kind: bytes, body: bytes) -> bytes:
@@ -66,10 +66,15 @@ def _expected_ids(pixels):
     return p[..., 0] + 256 * p[..., 1] + 65536 * p[..., 2]
 
 
-def _fallback(path, monkeypatch):
-    with monkeypatch.context() as m:
-        m.setattr(pqm, "extension_available", lambda: False)
-        return read_panoptic_png(path)
+@pytest.fixture
+def read_with_opencv(without_eval_ops):
+    """read_panoptic_png as it runs without the compiled op (OpenCV decodes the file)."""
+
+    def read(path):
+        with without_eval_ops():
+            return read_panoptic_png(path)
+
+    return read
 
 
 def _segment_like(rng, h, w, c):
@@ -84,7 +89,7 @@ def _segment_like(rng, h, w, c):
 @needs_ext
 @pytest.mark.parametrize("channels", [3, 4])
 @pytest.mark.parametrize("filters", [[0], [1], [2], [3], [4], [0, 1, 2, 3, 4]])
-def test_every_png_filter_decodes_like_opencv(tmp_path, monkeypatch, channels, filters):
+def test_every_png_filter_decodes_like_opencv(tmp_path, read_with_opencv, channels, filters):
     rng = np.random.default_rng(len(filters) * 10 + filters[0] + channels)
     pixels = _segment_like(rng, 37, 53, channels)
     path = str(tmp_path / "a.png")
@@ -93,16 +98,16 @@ def test_every_png_filter_decodes_like_opencv(tmp_path, monkeypatch, channels, f
     fast = read_panoptic_png(path)
     assert fast.dtype == np.int32 and fast.shape == (37, 53)
     assert (fast == _expected_ids(pixels)).all()
-    assert (_fallback(path, monkeypatch) == fast).all()
+    assert (read_with_opencv(path) == fast).all()
 
 
 @needs_ext
 @pytest.mark.parametrize("use_deflate", [True, False])
-def test_encoder_written_pngs_match_opencv(tmp_path, monkeypatch, use_deflate):
+def test_encoder_written_pngs_match_opencv(tmp_path, monkeypatch, read_with_opencv, use_deflate):
     if not use_deflate:
-        monkeypatch.setattr(pqm, "_deflate", None)  # stdlib zlib inflates the same bytes
+        monkeypatch.setattr(png_module, "_deflate", None)  # stdlib zlib inflates the same bytes
     rng = np.random.default_rng(0)
-    paths = sorted(glob.glob(os.path.join(REAL, "panoptic_examples", "*.png")))
+    paths = []
     for i, mode in enumerate(("RGB", "RGBA")):
         pixels = _segment_like(rng, 64, 96, len(mode))
         Image.fromarray(pixels, mode).save(tmp_path / f"{mode}.png")  # PIL picks filters adaptively
@@ -110,7 +115,20 @@ def test_encoder_written_pngs_match_opencv(tmp_path, monkeypatch, use_deflate):
         paths += [str(tmp_path / f"{mode}.png"), str(tmp_path / f"cv2_{mode}.png")]
     for path in paths:
         fast = read_panoptic_png(path)
-        assert (fast == _fallback(path, monkeypatch)).all(), path
+        assert (fast == read_with_opencv(path)).all(), path
+
+
+@needs_ext
+@pytest.mark.parametrize("use_deflate", [True, False])
+def test_real_coco_pngs_match_opencv(require_shared, monkeypatch, read_with_opencv, use_deflate):
+    if not use_deflate:
+        monkeypatch.setattr(png_module, "_deflate", None)
+    folder = require_shared("real_samples", "coco_panoptic", "panoptic_examples")
+    paths = sorted(glob.glob(os.path.join(folder, "*.png")))
+    assert paths
+    for path in paths:
+        fast = read_panoptic_png(path)
+        assert len(np.unique(fast)) > 5 and (fast == read_with_opencv(path)).all(), path
 
 
 @needs_ext
@@ -150,50 +168,17 @@ def test_corrupt_and_unsupported_pngs(tmp_path):
         read_panoptic_png(str(tmp_path / "junk.png"))
 
 
-@needs_ext
-@pytest.mark.parametrize("dtype", [torch.int32, torch.int64])
-def test_id_pair_counts_is_np_unique(dtype):
-    rng = np.random.default_rng(3)
-    gt = torch.from_numpy(rng.integers(0, OFFSET, size=7)[rng.integers(0, 7, size=(40, 50))]).to(dtype)
-    pred = torch.from_numpy(rng.integers(0, OFFSET, size=5)[rng.integers(0, 5, size=(40, 50))]).to(dtype)
-    pred[:, 10:30] = 0  # long runs
-    keys, counts = torch.ops.d2ext.id_pair_counts(gt, pred)
-    ref_keys, ref_counts = np.unique(gt.numpy().astype(np.int64) * OFFSET + pred.numpy(), return_counts=True)
-    assert (keys.numpy() == ref_keys).all() and (counts.numpy() == ref_counts).all()
-    empty = torch.zeros(0, 3, dtype=dtype)
-    assert torch.ops.d2ext.id_pair_counts(empty, empty)[0].numel() == 0
-    with pytest.raises(ValueError, match=r"\[0, 2\^24\)"):
-        torch.ops.d2ext.id_pair_counts(gt, torch.full_like(pred, OFFSET))
-    with pytest.raises(ValueError, match="one shape"):
-        torch.ops.d2ext.id_pair_counts(gt, pred[:3])
-    with pytest.raises(ValueError, match="int32 or both int64"):
-        torch.ops.d2ext.id_pair_counts(gt.float(), pred.float())
-
-
-@needs_ext
-def test_image_stats_same_with_and_without_the_extension(monkeypatch):
-    rng = np.random.default_rng(5)
-    gt = rng.integers(1, 6, size=(6, 8)).repeat(10, 0).repeat(5, 1)
-    gt[:4] = 0
-    gt[5:9, :10] = 77  # an id not in segments_info: ignored
-    pred = np.roll(gt, 1, axis=1).astype(np.int32)
-    pred[pred == 77] = 2
-    pred[10:12] = 9
-    cats = {c: {"id": c, "isthing": int(c < 4)} for c in range(1, 6)}
-    gt_segs = [{"id": i, "category_id": i, "area": int((gt == i).sum()), "iscrowd": int(i == 5)} for i in range(1, 6)]
-    pred_segs = [{"id": i, "category_id": i} for i in range(1, 6)] + [{"id": 9, "category_id": 3}]
-    fast = panoptic_image_stats(gt, gt_segs, pred, pred_segs, cats, 1)
-    with monkeypatch.context() as m:
-        m.setattr(pqm, "extension_available", lambda: False)
-        ref = panoptic_image_stats(gt, gt_segs, pred, pred_segs, cats, 1)
-    for a, b in zip(fast, ref):
-        assert np.array_equal(a, b)
-    assert fast.tp.sum() > 0 and fast.fp.sum() > 0
-    # the errors are the same on both paths
-    for path_ext in (True, False):
-        with monkeypatch.context() as m:
-            m.setattr(pqm, "extension_available", lambda: path_ext)
-            with pytest.raises(KeyError, match=r"image_id=3.*\[5, 9\].*in the PNG but not in segments_info"):
-                panoptic_image_stats(gt, gt_segs, pred, pred_segs[:4], cats, 3)
-            with pytest.raises(ValueError, match=r"image_id=3.*outside"):
-                panoptic_image_stats(gt, gt_segs, pred - 1, pred_segs, cats, 3)
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "opencv"])
+def test_read_panoptic_png(tmp_path, read_with_opencv, compiled):
+    if compiled and not extension_available():
+        pytest.skip("d2ext._C not built")
+    read = read_panoptic_png if compiled else read_with_opencv
+    ids = np.array([[0, 1, 256], [65536, 16777215, 123456]], dtype=np.int64)
+    Image.fromarray(id2rgb(ids)).save(tmp_path / "a.png")
+    got = read(str(tmp_path / "a.png"))
+    assert got.dtype == np.int32 and got.shape == (2, 3) and (got == ids).all()
+    Image.fromarray(np.zeros((2, 3), np.uint8)).save(tmp_path / "gray.png")
+    with pytest.raises(ValueError, match="gray.png.*8-bit RGB"):
+        read(str(tmp_path / "gray.png"))
+    with pytest.raises(FileNotFoundError, match="missing.png"):
+        read(str(tmp_path / "missing.png"))

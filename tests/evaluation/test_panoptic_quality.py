@@ -12,16 +12,10 @@ from panopticapi.evaluation import pq_compute, pq_compute_single_core
 from panopticapi.utils import id2rgb
 from PIL import Image
 
-import d2ext.evaluation.panoptic_quality as pqm
-from d2ext.evaluation.panoptic_quality import (
-    PQStatFast,
-    panoptic_image_stats,
-    pq_compute_fast,
-    read_panoptic_png,
-)
-from d2ext.evaluation.synthetic_predictions import perturb_panoptic
-
-REAL = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "real_samples", "coco_panoptic")
+from d2ext.data.synthetic.predictions import perturb_panoptic
+from d2ext.evaluation.panoptic_png import read_panoptic_png
+from d2ext.evaluation.panoptic_quality import PQStatFast, panoptic_image_stats, pq_compute_fast
+from d2ext.layers import extension_available
 
 
 def _write_predictions(gt_json, gt_dir, out_dir, seed, **kw):
@@ -85,10 +79,8 @@ def _assert_same(gt_json, pred_json, gt_dir, pred_dir):
 
 
 @pytest.mark.parametrize("seed,kw", [(0, {}), (1, {"op_prob": 0.03}), (2, {"op_prob": 0.2, "max_shift": 2})])
-@pytest.mark.parametrize("compiled", [True, False], ids=["ext", "fallback"])
-def test_tiny_set_perturbations(panoptic_gt, tmp_path, monkeypatch, seed, kw, compiled):
-    if not compiled:  # OpenCV decoding and numpy matching
-        monkeypatch.setattr(pqm, "extension_available", lambda: False)
+def test_tiny_set_perturbations(panoptic_gt, tmp_path, eval_ops_route, seed, kw):
+    # eval_ops_route "fallback": OpenCV decoding and lookup-table matching
     _, gt_json, gt_dir = panoptic_gt
     pred_json = _write_predictions(gt_json, gt_dir, str(tmp_path), seed, **kw)
     res = _assert_same(gt_json, pred_json, gt_dir, str(tmp_path))
@@ -103,17 +95,18 @@ def test_identity_is_perfect(panoptic_gt):
     assert 0.95 < res["All"]["pq"] < 1.0 and res["All"]["sq"] == pytest.approx(1.0)
 
 
-@pytest.mark.skipif(not os.path.isdir(REAL), reason="shared real samples not present")
-def test_real_coco_samples(tmp_path):
-    gt_json, gt_dir = os.path.join(REAL, "panoptic_examples.json"), os.path.join(REAL, "panoptic_examples")
+def test_real_coco_samples(tmp_path, require_shared):
+    real = require_shared("real_samples", "coco_panoptic")
+    gt_json, gt_dir = os.path.join(real, "panoptic_examples.json"), os.path.join(real, "panoptic_examples")
     for seed in range(2):
         pred_json = _write_predictions(gt_json, gt_dir, str(tmp_path / str(seed)), seed)
         _assert_same(gt_json, pred_json, gt_dir, str(tmp_path / str(seed)))
 
 
 def test_synthetic_panoptic_val(tmp_path):
-    synthetic = pytest.importorskip("d2ext.data.synthetic")
     from detectron2.data import MetadataCatalog
+
+    from d2ext.data import synthetic
 
     synthetic.ensure_synthetic_generated("synth_panoptic_val")
     meta = MetadataCatalog.get("synth_panoptic_val")
@@ -225,13 +218,28 @@ def test_missing_prediction_and_folder(panoptic_gt, tmp_path):
         pq_compute_fast(gt_json, str(pred_json), gt_dir, str(tmp_path / "nope"))
 
 
-def test_read_panoptic_png(tmp_path):
-    ids = np.array([[0, 1, 256], [65536, 16777215, 123456]], dtype=np.int64)
-    Image.fromarray(id2rgb(ids)).save(tmp_path / "a.png")
-    got = read_panoptic_png(str(tmp_path / "a.png"))
-    assert got.shape == (2, 3) and (got == ids).all()
-    Image.fromarray(np.zeros((2, 3), np.uint8)).save(tmp_path / "gray.png")
-    with pytest.raises(ValueError, match="gray.png.*8-bit RGB"):
-        read_panoptic_png(str(tmp_path / "gray.png"))
-    with pytest.raises(FileNotFoundError, match="missing.png"):
-        read_panoptic_png(str(tmp_path / "missing.png"))
+@pytest.mark.skipif(not extension_available(), reason="d2ext._C not built")
+def test_image_stats_same_with_and_without_the_extension(without_eval_ops):
+    rng = np.random.default_rng(5)
+    gt = rng.integers(1, 6, size=(6, 8)).repeat(10, 0).repeat(5, 1)
+    gt[:4] = 0
+    gt[5:9, :10] = 77  # an id not in segments_info: ignored
+    pred = np.roll(gt, 1, axis=1).astype(np.int32)
+    pred[pred == 77] = 2
+    pred[10:12] = 9
+    cats = {c: {"id": c, "isthing": int(c < 4)} for c in range(1, 6)}
+    gt_segs = [{"id": i, "category_id": i, "area": int((gt == i).sum()), "iscrowd": int(i == 5)} for i in range(1, 6)]
+    pred_segs = [{"id": i, "category_id": i} for i in range(1, 6)] + [{"id": 9, "category_id": 3}]
+    fast = panoptic_image_stats(gt, gt_segs, pred, pred_segs, cats, 1)
+    with without_eval_ops():
+        ref = panoptic_image_stats(gt, gt_segs, pred, pred_segs, cats, 1)
+    for a, b in zip(fast, ref):
+        assert np.array_equal(a, b)
+    assert fast.tp.sum() > 0 and fast.fp.sum() > 0
+    # the errors are the same on both paths
+    for route in (contextlib.nullcontext, without_eval_ops):
+        with route():
+            with pytest.raises(KeyError, match=r"image_id=3.*\[5, 9\].*in the PNG but not in segments_info"):
+                panoptic_image_stats(gt, gt_segs, pred, pred_segs[:4], cats, 3)
+            with pytest.raises(ValueError, match=r"image_id=3.*outside"):
+                panoptic_image_stats(gt, gt_segs, pred - 1, pred_segs, cats, 3)

@@ -1,21 +1,18 @@
+"""encode_masks against pycocotools' per-mask encoding (D2's instances_to_coco_json), on the
+compiled run-length op and on its numpy reference (the ``eval_ops_route`` fixture)."""
+
 import numpy as np
 import pycocotools.mask as mask_util
 import pytest
 import torch
 
-import d2ext.evaluation.rle as rle_module
 from d2ext.evaluation.rle import encode_masks
-from d2ext.layers._ext import extension_available
 
 
-@pytest.fixture(autouse=True, params=["ext", "numpy"])
-def rle_path(request, monkeypatch):
-    """Every test runs on the compiled run-length op and on the numpy fallback."""
-    if request.param == "ext" and not extension_available():
-        pytest.skip("d2ext._C not built")
-    if request.param == "numpy":
-        monkeypatch.setattr(rle_module, "extension_available", lambda: False)
-    return request.param
+@pytest.fixture(autouse=True)
+def _both_routes(eval_ops_route):
+    """Every test runs on the compiled run-length op and on the numpy reference."""
+    return eval_ops_route
 
 
 def _reference(masks: np.ndarray):
@@ -74,17 +71,3 @@ def test_strided_and_flipped_inputs():
     assert encode_masks(flipped) == _reference(np.ascontiguousarray(flipped))
     t = torch.from_numpy(masks).permute(0, 2, 1)  # a transposed view
     assert encode_masks(t) == _reference(np.ascontiguousarray(masks.transpose(0, 2, 1)))
-
-
-def test_run_length_op_rejects_bad_inputs(rle_path):
-    if rle_path != "ext":
-        pytest.skip("the compiled op's own checks")
-    op = torch.ops.d2ext.rle_run_lengths
-    counts, lengths = op(torch.tensor([[[0, 1], [1, 1]]], dtype=torch.uint8))
-    assert counts.tolist() == [1, 3] and lengths.tolist() == [2]  # column-major 0,1,1,1
-    with pytest.raises(ValueError, match="bool or uint8"):
-        op(torch.zeros(1, 2, 2))
-    with pytest.raises(ValueError, match=r"\(N, H, W\)"):
-        op(torch.zeros(2, 2, dtype=torch.bool))
-    with pytest.raises(ValueError, match="non-empty image size"):
-        op(torch.zeros(1, 0, 2, dtype=torch.bool))

@@ -1,6 +1,6 @@
 """UPSNet end to end on CPU with tiny inputs: train steps on edge-case batches, inference with no
-detections, the semantic head's deformable conv, the mapper, and D2's unchanged panoptic
-evaluator and Visualizer on the model's outputs."""
+detections, the semantic head's deformable conv, and D2's unchanged panoptic evaluator and
+Visualizer on the model's outputs (the train mapper: tests/data/test_upsnet_mapper.py)."""
 
 import os
 
@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from panopticapi.utils import rgb2id
 from PIL import Image
 
 from detectron2.config import get_cfg
@@ -16,12 +17,7 @@ from detectron2.structures import BitMasks, Instances
 from detectron2.utils.events import EventStorage
 
 from d2ext import add_d2ext_config
-from d2ext.modeling.upsnet import (
-    DeformConvWithOffset,
-    PanopticLabelSpace,
-    UPSNet,
-    UPSNetPanopticMapper,
-)
+from d2ext.modeling.upsnet import DeformConvWithOffset, UPSNet
 
 S, T = 2, 3
 
@@ -161,56 +157,6 @@ def test_deform_conv_starts_as_plain_conv():
     assert conv.conv_offset.weight.abs().sum() == 0
 
 
-def _write_panoptic_sample(tmp_path):
-    """A 16x20 image whose PNG has stuff (id 5), a thing (id 7), a crowd thing (id 9) and void."""
-    ids = np.zeros((16, 20), np.int64)
-    ids[:8] = 5
-    ids[8:, :10] = 7
-    ids[8:, 10:15] = 9
-    rgb = np.stack([ids % 256, ids // 256 % 256, ids // 65536], axis=2).astype(np.uint8)
-    Image.fromarray(rgb).save(tmp_path / "pan.png")
-    Image.fromarray(np.zeros((16, 20, 3), np.uint8)).save(tmp_path / "img.jpg")
-    segments = [
-        {"id": 5, "category_id": 1, "isthing": False, "iscrowd": 0},
-        {"id": 7, "category_id": 2, "isthing": True, "iscrowd": 0},
-        {"id": 9, "category_id": 0, "isthing": True, "iscrowd": 1},
-    ]
-    return {
-        "file_name": str(tmp_path / "img.jpg"),
-        "pan_seg_file_name": str(tmp_path / "pan.png"),
-        "height": 16,
-        "width": 20,
-        "image_id": 1,
-        "segments_info": segments,
-    }
-
-
-def test_mapper_standard_labels_from_panoptic_png(tmp_path):
-    # one joint id space, things and stuff interleaved: things {0, 2}, stuff {1, 3}
-    space = PanopticLabelSpace(thing_ids=(0, 2), stuff_ids=(1, 3))
-    mapper = UPSNetPanopticMapper(
-        is_train=True, augmentations=[], image_format="BGR", label_space=space
-    )
-    d = _write_panoptic_sample(tmp_path)
-    out = mapper(d)
-    sem = out["sem_seg"]
-    assert (sem[:8] == 0).all()  # stuff id 1 -> stuff 0
-    assert (sem[8:, :10] == 2 + 1).all()  # thing id 2 -> thing 1 -> S + 1
-    assert (sem[8:, 10:15] == 2 + 0).all()  # crowd keeps its class in the semantic labels
-    assert (sem[8:, 15:] == 255).all()  # void
-    inst = out["instances"]
-    assert inst.gt_classes.tolist() == [1]  # crowd excluded
-    assert inst.gt_boxes.tensor.tolist() == [[0.0, 8.0, 10.0, 16.0]]
-    assert out["image"].shape == (3, 16, 20)
-
-    bad = dict(d, segments_info=[{"id": 5, "category_id": 7, "isthing": False}])
-    with pytest.raises(ValueError, match="img.jpg.*contiguous id 7"):
-        mapper(bad)
-    no_png = {k: v for k, v in d.items() if k != "pan_seg_file_name"}
-    with pytest.raises(KeyError, match="img.jpg.*pan_seg_file_name"):
-        mapper(no_png)
-
-
 def test_outputs_work_with_d2_panoptic_evaluator_and_visualizer(tmp_path):
     from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
     from detectron2.data import build_detection_test_loader
@@ -244,6 +190,37 @@ def test_outputs_work_with_d2_panoptic_evaluator_and_visualizer(tmp_path):
     evaluator = COCOPanopticEvaluator(name, str(tmp_path / "eval"))
     res = inference_on_dataset(model, loader, evaluator)
     assert set(res["panoptic_seg"]) >= {"PQ", "SQ", "RQ", "PQ_th", "PQ_st"}
+    assert all(0.0 <= v <= 100.0 for v in res["panoptic_seg"].values())
+
+    # the same evaluator on the panoptic head's output for semantic logits and detections made
+    # from the ground truth: every segment must be found with its metadata category (stuff and
+    # thing ids, segment ids and areas as D2 reads them), so PQ is exactly 100
+    head, space = model.panoptic_head, model.panoptic_head.label_space
+    oracle = COCOPanopticEvaluator(name, str(tmp_path / "oracle"))
+    oracle.reset()
+    for d in DatasetCatalog.get(name):
+        gt = torch.from_numpy(rgb2id(np.asarray(Image.open(d["pan_seg_file_name"]).convert("RGB"))))
+        sem = torch.full((space.num_stuff + space.num_things,) + tuple(gt.shape), -10.0)
+        boxes, classes, masks = [], [], []
+        for s in d["segments_info"]:
+            region = gt == s["id"]
+            label = space.semantic_label(s["category_id"], bool(s["isthing"]))
+            sem[label][region] = 10.0
+            if s["isthing"] and not s.get("iscrowd", 0):
+                ys, xs = torch.nonzero(region, as_tuple=True)
+                x0, y0, x1, y1 = int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+                crop = region[y0:y1, x0:x1].float()[None, None]
+                masks.append(F.interpolate(crop, (28, 28), mode="bilinear", align_corners=False)[0, 0] * 20 - 10)
+                boxes.append(torch.tensor([x0, y0, x1, y1], dtype=torch.float32))
+                classes.append(label - space.num_stuff)
+        assert boxes  # each image has things
+        pan, info = head.inference(
+            sem, torch.stack(boxes), torch.ones(len(boxes)), torch.tensor(classes), torch.stack(masks)
+        )
+        oracle.process([d], [{"panoptic_seg": (pan, info)}])
+    assert oracle.evaluate()["panoptic_seg"] == {
+        k: 100.0 for k in ("PQ", "SQ", "RQ", "PQ_th", "SQ_th", "RQ_th", "PQ_st", "SQ_st", "RQ_st")
+    }
 
     with torch.no_grad():
         out = model([{"image": torch.zeros(3, 64, 64, dtype=torch.uint8)}])[0]

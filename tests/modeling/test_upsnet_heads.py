@@ -4,8 +4,8 @@ matching targets, detection selection, mask removal and the panoptic-seg output.
 import pytest
 import torch
 
+from d2ext.data import PanopticLabelSpace
 from d2ext.modeling.upsnet import (
-    PanopticLabelSpace,
     UPSNetPanopticHead,
     panoptic_logits,
     panoptic_targets,

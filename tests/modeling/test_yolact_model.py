@@ -1,5 +1,4 @@
 """YOLACT on tiny CPU inputs: shapes, losses on odd GT, inference outputs, Fast NMS, crop."""
-import copy
 import os
 
 import numpy as np
@@ -7,6 +6,7 @@ import pytest
 import torch
 
 from detectron2.config import get_cfg
+from detectron2.layers import batched_nms
 from detectron2.modeling import build_model
 from detectron2.modeling.matcher import Matcher
 from detectron2.structures import BitMasks, Boxes, Instances, PolygonMasks
@@ -14,6 +14,7 @@ from detectron2.utils.events import EventStorage
 
 from d2ext import add_d2ext_config
 from d2ext.layers import assemble_masks
+from d2ext.layers.prototype_masks import prototype_masks
 from d2ext.modeling.yolact import MaskIoUNet, ProtoNet, YOLACTLoss, crop_masks, fast_nms, standard_nms
 from d2ext.modeling.yolact.loss import downsample_mask_targets, match_with_forced_best
 
@@ -130,11 +131,37 @@ def test_no_annotations_and_tiny_boxes(model):
 
 
 def test_many_instances_sample_masks():
+    """MASKS_TO_TRAIN: with more positives than that, the mask loss is computed on a random
+    sample of that many, scaled by positives / sampled (the original's ``masks_to_train``)."""
     m = build_model(tiny_cfg(MASKS_TO_TRAIN=10))
     rng = np.random.RandomState(0)
     xy = rng.randint(0, 80, size=(130, 2))
     boxes = [(x, y, x + 12 + rng.randint(20), y + 12 + rng.randint(20)) for x, y in xy]
     _losses(m, [make_input(boxes=boxes, classes=rng.randint(0, 3, 130).tolist())])
+
+    # 30 positive anchors over 4 GT masks: only the sampled 10 receive a mask-loss gradient
+    g = torch.Generator().manual_seed(0)
+    gt_boxes = torch.tensor([[0.1, 0.1, 0.5, 0.6], [0.4, 0.2, 0.9, 0.7], [0.0, 0.5, 0.4, 1.0], [0.3, 0.3, 0.8, 0.9]])
+    gt_masks = torch.zeros(4, 64, 64)
+    for i, (x1, y1, x2, y2) in enumerate((gt_boxes * 64).long().tolist()):
+        gt_masks[i, y1:y2, x1:x2] = 1.0
+    tgt = [{"boxes": gt_boxes, "classes": torch.tensor([0, 1, 2, 0]), "masks": gt_masks, "crowd_boxes": None}]
+    cls_t = torch.zeros(1, 40, dtype=torch.long)
+    cls_t[0, :30] = 1
+    matches = torch.arange(40)[None] % 4
+    protos = torch.rand(1, 8, 16, 16, generator=g)
+    coeffs = torch.randn(1, 40, 8, generator=g, requires_grad=True)
+    sampled, _ = m.loss._mask_loss(tgt, cls_t, matches, coeffs, protos)
+    (grad,) = torch.autograd.grad(sampled, coeffs)
+    used = grad[0].abs().sum(1) > 0
+    assert used.sum() == 10 and not used[30:].any()
+    # ... and the loss is theirs alone, times 30 / 10
+    every = YOLACTLoss(tiny_cfg(MASKS_TO_TRAIN=100))
+    only_used = torch.where(used[None], cls_t, torch.zeros_like(cls_t))
+    ref, _ = every._mask_loss(tgt, only_used, matches, coeffs, protos)
+    torch.testing.assert_close(sampled, ref * 3.0)
+    (grad,) = torch.autograd.grad(every._mask_loss(tgt, cls_t, matches, coeffs, protos)[0], coeffs)
+    assert (grad[0, :30].abs().sum(1) > 0).all()  # below MASKS_TO_TRAIN every positive counts
 
 
 def test_mask_targets_binarised_or_soft():
@@ -209,7 +236,7 @@ def test_mask_iou_targets_loss_and_rescoring():
         _, protos, deltas, logits, coeffs, anchors = m.forward_raw(images)
         _, classes, _, keep = m.detect(deltas[0], torch.softmax(logits[0], -1), anchors)
         rel = ref.pred_boxes.tensor / torch.tensor([112.0, 96.0, 112.0, 96.0])
-        iou = net(crop_masks(torch.sigmoid(torch.einsum("khw,nk->nhw", protos[0], coeffs[0, keep])), rel)[:, None])
+        iou = net(crop_masks(prototype_masks(protos[0], coeffs[0, keep]), rel)[:, None])
     torch.testing.assert_close(inst.scores, ref.scores * iou.gather(1, classes[:, None]).squeeze(1))
     m.score_threshold = 1.0  # no detections: the re-scoring runs on an empty batch
     with torch.no_grad():
@@ -234,6 +261,7 @@ def test_missing_instances_and_bad_images(model):
 
 
 def test_inference_fields_and_empty():
+    torch.manual_seed(0)
     m = build_model(tiny_cfg()).eval()
     x = make_input()
     x["height"], x["width"] = 60, 70
@@ -255,6 +283,34 @@ def test_inference_fields_and_empty():
     with torch.no_grad():
         (res,) = m([x])
     assert res["instances"].pred_masks.dtype == torch.bool
+    # standard NMS: D2's batched_nms over the (anchor, class) pairs above the score threshold,
+    # the top-k per class, then the best max_detections; at IoU 0.05 suppression is frequent
+    # enough that Fast NMS (an already-suppressed box suppresses others) keeps other boxes
+    m.nms_threshold = 0.05
+    with torch.no_grad():
+        (res,) = m([x])
+        m.nms_type = "fast"
+        (res_fast,) = m([x])
+        _, _, deltas, logits, _, anchors = m.forward_raw(m.preprocess_image([x]))
+    probs = torch.softmax(logits[0], -1)[:, 1:]
+    boxes = m.box2box_transform.apply_deltas(deltas[0], anchors.tensor)
+    idx, classes = [], []
+    for c in range(probs.shape[1]):
+        above = torch.nonzero(probs[:, c] > m.score_threshold).squeeze(1)
+        idx.append(above[probs[above, c].argsort(descending=True)[: m.topk_candidates]])
+        classes.append(torch.full_like(idx[-1], c))
+    idx, classes = torch.cat(idx), torch.cat(classes)
+    scores = probs[idx, classes]
+    keep = batched_nms(boxes[idx], scores, classes, m.nms_threshold)[: m.max_detections_per_image]
+    inst = res["instances"]
+    assert len(inst) == len(keep) > 1 and len(set(classes[keep].tolist())) > 1
+    assert torch.equal(inst.pred_classes, classes[keep])
+    torch.testing.assert_close(inst.scores, scores[keep])
+    ref_boxes = Boxes(boxes[idx[keep]] / m.input_size * torch.tensor([70.0, 60.0, 70.0, 60.0]))
+    ref_boxes.clip((60, 70))
+    torch.testing.assert_close(inst.pred_boxes.tensor, ref_boxes.tensor)
+    fast = res_fast["instances"]
+    assert len(fast) != len(keep) or not torch.equal(fast.pred_boxes.tensor, inst.pred_boxes.tensor)
 
 
 def test_fast_nms_differs_from_greedy_on_chains():
@@ -278,7 +334,7 @@ def test_crop_masks_matches_assemble_masks():
     protos = torch.rand(4, 20, 24, generator=g)
     coeffs = torch.rand(5, 4, generator=g) * 2 - 1
     boxes = torch.tensor([[0.1, 0.2, 0.5, 0.6], [0.0, 0.0, 1.0, 1.0], [0.33, 0.41, 0.37, 0.45], [0.9, 0.1, 0.6, 0.3], [0.2, 0.2, 0.21, 0.9]])
-    ours = crop_masks(torch.sigmoid(torch.einsum("khw,nk->nhw", protos, coeffs)), boxes) > 0.5
+    ours = crop_masks(prototype_masks(protos, coeffs), boxes) > 0.5
     ref = assemble_masks(protos, coeffs, boxes, (20, 24))
     assert torch.equal(ours, ref)
     m = torch.rand(2, 8, 8, requires_grad=True)
@@ -312,7 +368,7 @@ def test_ohem_three_negatives_per_positive():
     orig = torch.nn.functional.cross_entropy
 
     def spy(x, t, **kw):
-        sel.append(t)
+        sel.append((x, t))
         return orig(x, t, **kw)
 
     torch.nn.functional.cross_entropy = spy
@@ -323,187 +379,19 @@ def test_ohem_three_negatives_per_positive():
     mask = torch.zeros(50, dtype=torch.bool)
     mask[:2] = True
     mask[hard] = True
+    # one cross-entropy over the 2 positives and the 6 hardest negatives (never the ignored 2:5)
+    assert len(sel) == 1
+    assert torch.equal(sel[0][0], logits[0, mask]) and torch.equal(sel[0][1], cls_t[0, mask])
     torch.testing.assert_close(out, orig(logits[0, mask], cls_t[0, mask], reduction="sum"))
 
 
-def test_dataset_mapper_stretch_and_crowd(tmp_path):
-    from PIL import Image
+def test_head_anchor_count_must_match_the_generator():
+    from d2ext.modeling.yolact import YOLACTHead
+    from d2ext.modeling.yolact.meta_arch import YOLACT
 
-    from detectron2.structures import BoxMode
-
-    from d2ext.data import build_train_mapper
-
-    path = str(tmp_path / "a.png")
-    Image.fromarray(np.zeros((60, 90, 3), np.uint8)).save(path)
-    anns = [
-        {"bbox": [10, 10, 30, 20], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 1, "iscrowd": 0,
-         "segmentation": [[10, 10, 40, 10, 40, 30, 10, 30]]},
-        {"bbox": [45, 0, 45, 60], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 0, "iscrowd": 1,
-         "segmentation": [[45, 0, 90, 0, 90, 60, 45, 60]]},
-    ]
     cfg = tiny_cfg()
-    cfg.INPUT.RANDOM_FLIP = "none"
-    cfg.MODEL.YOLACT.SSD_AUGMENTATION = False  # deterministic: resize only
-    mapper = build_train_mapper(cfg)
-    out = mapper({"file_name": path, "height": 60, "width": 90, "image_id": 0, "annotations": anns})
-    assert out["image"].shape == (3, 128, 128)
-    inst = out["instances"]
-    assert len(inst) == 1 and isinstance(inst.gt_masks, BitMasks) and inst.gt_masks.tensor.shape[1:] == (128, 128)
-    torch.testing.assert_close(out["crowd_boxes"].tensor, torch.tensor([[64.0, 0.0, 128.0, 128.0]]))
-    m = build_model(cfg)
-    with EventStorage():
-        losses = m([out])
-    assert all(torch.isfinite(v) for v in losses.values())
-
-
-def _shapes_image(tmp_path, h=120, w=160):
-    """A flat image with three rectangles (polygons) and their annotations."""
-    from PIL import Image
-
-    from detectron2.structures import BoxMode
-
-    img = np.full((h, w, 3), 90, np.uint8)
-    rects = [(10, 10, 50, 40), (70, 30, 140, 100), (20, 70, 45, 110)]
-    anns = []
-    for k, (x1, y1, x2, y2) in enumerate(rects):
-        img[y1:y2, x1:x2] = (40 * k + 60, 200 - 40 * k, 120)
-        anns.append({"bbox": [x1, y1, x2 - x1, y2 - y1], "bbox_mode": BoxMode.XYWH_ABS, "category_id": k,
-                     "iscrowd": 0, "segmentation": [[x1, y1, x2, y1, x2, y2, x1, y2]]})
-    path = str(tmp_path / "shapes.png")
-    Image.fromarray(img).save(path)
-    return {"file_name": path, "height": h, "width": w, "image_id": 0, "annotations": anns}
-
-
-def test_ssd_augmentation_keeps_boxes_masks_and_images_consistent(tmp_path):
-    """The original's SSD augmentation through D2's annotation code: every output box is inside
-    the S x S image and tight around its mask, objects only disappear through the crop, and the
-    photometric / zoom-out / crop steps all happen over a few draws."""
-    from d2ext.data import build_train_mapper
-
-    record = _shapes_image(tmp_path)
-    default = get_cfg()
-    add_d2ext_config(default)
-    assert default.MODEL.YOLACT.SSD_AUGMENTATION  # the original's recipe is the default
-    cfg = tiny_cfg(size=96)
-    assert not cfg.MODEL.YOLACT.SSD_AUGMENTATION  # ... except in the CPU-budget synthetic config
-    cfg.MODEL.YOLACT.SSD_AUGMENTATION = True
-    mapper = build_train_mapper(cfg)
-    counts, means = set(), set()
-    for seed in range(40):
-        np.random.seed(seed)
-        out = mapper(copy.deepcopy(record))
-        assert out["image"].shape == (3, 96, 96) and torch.isfinite(out["image"].float()).all()
-        inst = out["instances"]
-        counts.add(len(inst))
-        means.add(round(float(out["image"].float().mean()), 1))
-        boxes = inst.gt_boxes.tensor
-        assert (boxes >= 0).all() and (boxes <= 96).all()
-        for box, mask in zip(boxes, inst.gt_masks.tensor):
-            ys, xs = torch.nonzero(mask, as_tuple=True)
-            assert len(ys) > 0
-            # the mask lies within its (clipped) box, up to the resize's rounding
-            assert xs.min() >= box[0] - 2 and xs.max() <= box[2] + 1 and ys.min() >= box[1] - 2 and ys.max() <= box[3] + 1
-    assert max(counts) == 3 and min(counts) < 3  # the crop drops objects whose centre it leaves out
-    assert len(means) > 10  # photometric distortion and zoom-out change the pixels
-
-
-def test_ssd_augmentation_parts():
-    from detectron2.data import transforms as T
-
-    from d2ext.modeling.yolact.augmentation import Expand, PhotometricDistort, RandomSampleCrop, centers_inside
-
-    rng_img = np.random.default_rng(0).integers(0, 255, size=(50, 80, 3)).astype(np.uint8)
-    # zoom-out: the canvas is filled with the per-channel mean, the image copied at the offset
-    np.random.seed(1)
-    t = Expand(fill=[1.0, 2.0, 3.0], prob=1.0).get_transform(rng_img)
-    out = t.apply_image(rng_img)
-    assert out.shape[0] >= 50 and out.shape[1] >= 80 and out.dtype == np.float32
-    assert np.array_equal(out[t.y0 : t.y0 + 50, t.x0 : t.x0 + 80], rng_img)
-    if t.y0 > 0:
-        assert (out[0, 0] == [1.0, 2.0, 3.0]).all()
-    np.testing.assert_allclose(t.apply_box(np.array([[0.0, 0.0, 10.0, 10.0]])), [[t.x0, t.y0, t.x0 + 10, t.y0 + 10]])
-    # crop: with boxes it keeps at least one object centre; without boxes it does nothing
-    boxes = np.array([[5.0, 5.0, 30.0, 25.0], [40.0, 10.0, 75.0, 45.0]])
-    crops = 0
-    for seed in range(30):
-        np.random.seed(seed)
-        t = RandomSampleCrop().get_transform(rng_img, boxes)
-        if isinstance(t, T.CropTransform):
-            crops += 1
-            assert t.w >= 0.3 * 80 - 1 and t.h >= 0.3 * 50 - 1 and 0.5 <= t.h / t.w <= 2.0 + 1e-6
-            assert centers_inside(t.apply_box(boxes), t.h, t.w).any()
-    assert crops > 0
-    assert isinstance(RandomSampleCrop().get_transform(rng_img, np.zeros((0, 4))), T.NoOpTransform)
-    # photometric: float32 output of the same shape; with no step drawn it is a no-op
-    np.random.seed(3)
-    ts = [PhotometricDistort().get_transform(rng_img) for _ in range(20)]
-    changed = [t for t in ts if not isinstance(t, T.NoOpTransform)]
-    assert changed and all(t.apply_image(rng_img).shape == rng_img.shape for t in changed)
-    hsv_only = PhotometricDistort(brightness_delta=0.0, contrast=(1.0, 1.0), saturation=(1.0, 1.0), hue_delta=0.0)
-    for _ in range(10):  # identity parameters: the HSV round trip keeps the pixels
-        t = hsv_only.get_transform(rng_img)
-        np.testing.assert_allclose(np.asarray(t.apply_image(rng_img), np.float32), rng_img, atol=0.05)
-
-
-def test_scale_jitter_rescales_objects_and_keeps_annotations_consistent(tmp_path):
-    """MODEL.YOLACT.SCALE_JITTER: D2's ResizeScale + FixedSizeCrop before the S x S stretch;
-    objects change size, boxes stay tight around their masks, the padding is the mean pixel."""
-    from d2ext.data import build_train_mapper
-
-    record = _shapes_image(tmp_path)
-    cfg = tiny_cfg(size=96)
-    cfg.INPUT.RANDOM_FLIP = "none"
-    cfg.MODEL.YOLACT.SCALE_JITTER = [0.5, 1.5]
-    mapper = build_train_mapper(cfg)
-    widths, padded = set(), 0
-    for seed in range(30):
-        np.random.seed(seed)
-        out = mapper(copy.deepcopy(record))
-        assert out["image"].shape == (3, 96, 96)
-        inst = out["instances"]
-        if len(inst) == 0:  # the crop cut every object's centre away
-            continue
-        boxes = inst.gt_boxes.tensor
-        assert (boxes >= 0).all() and (boxes <= 96).all()
-        for box, mask in zip(boxes, inst.gt_masks.tensor):
-            ys, xs = torch.nonzero(mask, as_tuple=True)
-            assert xs.min() >= box[0] - 1 and xs.max() <= box[2] and ys.min() >= box[1] - 1 and ys.max() <= box[3]
-        widths.add(round(float(boxes[0, 2] - boxes[0, 0])))
-        if (out["image"][:, -1, -1] == 127).all():  # scale < 1: bottom-right padding, the mean 127.5 as uint8
-            padded += 1
-    assert len(widths) > 5 and padded > 0
-    cfg.MODEL.YOLACT.SCALE_JITTER = [1.5, 0.5]
-    with pytest.raises(ValueError, match="SCALE_JITTER"):
-        build_train_mapper(cfg)
-
-
-def test_mapper_image_without_annotations(tmp_path):
-    from d2ext.data import build_train_mapper
-
-    record = _shapes_image(tmp_path)
-    record["annotations"] = []
-    mapper = build_train_mapper(tiny_cfg(size=64, SSD_AUGMENTATION=True))
-    for seed in range(5):
-        np.random.seed(seed)
-        out = mapper(copy.deepcopy(record))
-        assert out["image"].shape == (3, 64, 64) and len(out["instances"]) == 0
-
-
-def test_crop_drops_objects_whose_centre_it_cuts_away(tmp_path):
-    """After a crop, objects with their centre outside are dropped (the original), not clipped
-    (D2); without a crop nothing is dropped."""
-    from detectron2.data import transforms as T
-
-    from d2ext.modeling.yolact import YOLACTDatasetMapper
-
-    class FixedCrop(T.Augmentation):
-        def get_transform(self, image):
-            return T.CropTransform(0, 0, 60, 60)
-
-    record = _shapes_image(tmp_path)  # boxes (10,10,50,40), (70,30,140,100), (20,70,45,110)
-    record["annotations"][1]["bbox"] = [40, 30, 100, 70]  # overlaps the crop, centre (90, 65) outside
-    kw = dict(is_train=True, image_format="BGR", use_instance_mask=True, instance_mask_format="bitmask")
-    cropped = YOLACTDatasetMapper(augmentations=[FixedCrop()], **kw)(copy.deepcopy(record))["instances"]
-    assert cropped.gt_classes.tolist() == [0]  # (20,70,45,110) is outside, (40,30,..) centre outside
-    kept = YOLACTDatasetMapper(augmentations=[T.NoOpTransform()], **kw)(copy.deepcopy(record))["instances"]
-    assert kept.gt_classes.tolist() == [0, 1, 2]
+    kwargs = YOLACT.from_config(cfg)
+    shapes = [kwargs["backbone"].output_shape()[f] for f in kwargs["head_in_features"]]
+    kwargs["head"] = YOLACTHead(cfg, shapes, 2)  # the generator makes 3 (aspect ratios) per cell
+    with pytest.raises(ValueError, match="head predicts 2 anchors per location"):
+        YOLACT(**kwargs)

@@ -3,6 +3,7 @@
 import time
 
 import numpy as np
+import pytest
 import torch
 
 from detectron2.modeling import build_model
@@ -31,6 +32,7 @@ def _scene(size=96):
     return {"image": torch.from_numpy(img).permute(2, 0, 1).contiguous(), "instances": inst}, m
 
 
+@pytest.mark.slow  # 110 training iterations
 def test_overfit_one_batch():
     torch.manual_seed(0)
     t0 = time.perf_counter()

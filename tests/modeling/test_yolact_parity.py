@@ -14,9 +14,11 @@ from detectron2.modeling import build_model
 from d2ext import add_d2ext_config
 from d2ext.modeling.yolact import convert_official_yolact_state_dict
 
-FIXTURES = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "fixtures", "yolact")
-PARITY = os.path.join(FIXTURES, "parity_seed0_in256_out200x300.pt")
-pytestmark = pytest.mark.skipif(not os.path.isfile(PARITY), reason=f"YOLACT parity fixtures absent: {os.path.abspath(FIXTURES)}")
+
+@pytest.fixture(scope="module")
+def fixtures(require_shared):
+    """``../shared/fixtures/yolact`` (skips locally when absent, fails under CI=true)."""
+    return require_shared("fixtures", "yolact")
 
 
 def _cfg_for(meta):
@@ -52,8 +54,8 @@ def _cfg_for(meta):
 
 
 @pytest.fixture(scope="module")
-def setup():
-    fx = torch.load(PARITY, weights_only=False)
+def setup(fixtures):
+    fx = torch.load(os.path.join(fixtures, "parity_seed0_in256_out200x300.pt"), weights_only=False)
     meta = fx["meta"]
     assert "(128, 3" in meta["proto_net"] and "(None, -2" in meta["proto_net"] and "(128, 3" in meta["extra_head_net"]
     model = build_model(_cfg_for(meta)).eval()
@@ -117,8 +119,9 @@ def test_postprocessed_masks(setup):
     assert (ours != ref).sum() <= 10, (ours != ref).sum()
 
 
-def test_converter_maps_every_official_key():
-    keys = json.load(open(os.path.join(FIXTURES, "official_state_dict_keys.json")))
+def test_converter_maps_every_official_key(fixtures):
+    with open(os.path.join(fixtures, "official_state_dict_keys.json")) as f:
+        keys = json.load(f)
     for name, key_shapes in keys.items():
         sd = {k: torch.zeros(shape) for k, shape in key_shapes}
         out, names = convert_official_yolact_state_dict(sd)

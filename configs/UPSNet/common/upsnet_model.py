@@ -7,12 +7,8 @@ from detectron2.layers import ShapeSpec
 from detectron2.model_zoo import get_config
 
 import d2ext  # noqa: F401  (registration)
-from d2ext.modeling.upsnet import (
-    PanopticLabelSpace,
-    UPSNet,
-    UPSNetPanopticHead,
-    UPSNetSemanticHead,
-)
+from d2ext.data import PanopticLabelSpace
+from d2ext.modeling.upsnet import UPSNet, UPSNetPanopticHead, UPSNetSemanticHead
 
 model = get_config("common/models/mask_rcnn_fpn.py").model
 model._target_ = UPSNet

@@ -9,6 +9,8 @@ work unchanged.
 
 from typing import Dict, List
 
+from d2ext.data.datasets import coco_instances_metadata, coco_panoptic_metadata
+
 # Things: one per shape drawn by ``render.py`` (the name is the shape kind).
 THING_CATEGORIES: List[Dict] = [
     {"id": 1, "name": "disc", "color": [220, 20, 60], "isthing": 1},
@@ -34,11 +36,7 @@ def coco_categories(include_stuff: bool) -> List[Dict]:
 
 def instances_metadata() -> Dict:
     """Like D2's ``_get_builtin_metadata("coco")``: things only, ids -> [0, #things)."""
-    return {
-        "thing_classes": [c["name"] for c in THING_CATEGORIES],
-        "thing_colors": [c["color"] for c in THING_CATEGORIES],
-        "thing_dataset_id_to_contiguous_id": {c["id"]: i for i, c in enumerate(THING_CATEGORIES)},
-    }
+    return coco_instances_metadata(coco_categories(include_stuff=False))
 
 
 def panoptic_separated_metadata() -> Dict:
@@ -58,18 +56,4 @@ def panoptic_separated_metadata() -> Dict:
 def panoptic_standard_metadata() -> Dict:
     """Like D2's ``_get_builtin_metadata("coco_panoptic_standard")``: one contiguous id space
     over things + stuff, replicated under ``thing_*`` and ``stuff_*`` as D2 does."""
-    cats = THING_CATEGORIES + STUFF_CATEGORIES
-    names = [c["name"] for c in cats]
-    colors = [c["color"] for c in cats]
-    return {
-        "thing_classes": names,
-        "thing_colors": colors,
-        "stuff_classes": list(names),
-        "stuff_colors": list(colors),
-        "thing_dataset_id_to_contiguous_id": {
-            c["id"]: i for i, c in enumerate(cats) if c["isthing"]
-        },
-        "stuff_dataset_id_to_contiguous_id": {
-            c["id"]: i for i, c in enumerate(cats) if not c["isthing"]
-        },
-    }
+    return coco_panoptic_metadata(coco_categories(include_stuff=True))

@@ -14,6 +14,10 @@ stores ``pred_masks`` (R, 1, M, M) as a :class:`PastedROIMasks` (a D2 ``ROIMasks
 ``detector_postprocess`` - which already accepts ``ROIMasks`` - calls its ``to_bitmasks``, i.e.
 our kernel. Nothing of D2's meta-architectures is copied. With ``do_postprocess=False`` the raw
 outputs are untouched.
+
+Export, as stock: tracing (``TracingAdapter``, fvcore/D2 flop counting) runs the same hook and
+pastes with :func:`d2ext.layers.paste_masks` scripted into the graph (D2's paste where the
+output size is traced as tensors); scripting gives the stock class (see :class:`FastPasteMixin`).
 """
 import contextlib
 from typing import Dict, List, Optional
@@ -26,7 +30,7 @@ from detectron2.structures import BitMasks, Boxes, Instances, ROIMasks
 
 from d2ext.layers import paste_masks
 
-__all__ = ["PastedROIMasks", "FastGeneralizedRCNN", "FastPanopticFPN"]
+__all__ = ["PastedROIMasks", "FastPasteMixin", "FastGeneralizedRCNN", "FastPanopticFPN"]
 
 
 class PastedROIMasks(ROIMasks):
@@ -40,9 +44,13 @@ class PastedROIMasks(ROIMasks):
 
     @torch.jit.unused
     def to_bitmasks(self, boxes: Boxes, height, width, threshold: float = 0.5) -> BitMasks:
-        if torch.jit.is_tracing():  # tracing keeps D2's traceable paste
+        if torch.jit.is_tracing() and (
+            isinstance(height, torch.Tensor) or isinstance(width, torch.Tensor)
+        ):
+            # output size traced as tensors: D2's paste for tensor sizes keeps it dynamic
             return super().to_bitmasks(boxes, height, width, threshold)
-        return BitMasks(paste_masks(self.tensor, boxes, (int(height), int(width)), threshold))
+        # traced with int sizes, paste_masks is scripted into the graph (script_if_tracing)
+        return BitMasks(paste_masks(self.tensor, boxes.tensor, (int(height), int(width)), threshold))
 
 
 def _store_as_pasted_roi_masks(module, inputs, outputs) -> None:
@@ -75,16 +83,41 @@ def _fast_paste_from_cfg(cfg) -> Dict[str, bool]:
     return {"fast_paste_masks": bool(node.PASTE_MASKS) if node is not None else True}
 
 
-@META_ARCH_REGISTRY.register()
-class FastGeneralizedRCNN(GeneralizedRCNN):
-    """:class:`GeneralizedRCNN` whose post-processing pastes masks with d2ext's kernel."""
+class _ScriptedGeneralizedRCNN(GeneralizedRCNN):
+    """What :class:`FastGeneralizedRCNN` scripts to (see :class:`FastPasteMixin`)."""
+
+    # a constant, so the training branch of ``forward`` is compiled away: D2's
+    # ``scripting_with_instances`` does this for the classes of the model it is given, which
+    # this class, swapped in during scripting, is not among
+    training: torch.jit.Final[bool]
+
+
+class _ScriptedPanopticFPN(PanopticFPN):
+    """What :class:`FastPanopticFPN` scripts to (see :class:`FastPasteMixin`)."""
+
+    training: torch.jit.Final[bool]
+
+
+class FastPasteMixin:
+    """The ``fast_paste_masks`` switch of a stock D2 meta-architecture with a
+    ``roi_heads.mask_head`` (mixed in before it: ``class FastX(FastPasteMixin, X)``); the
+    subclass's ``inference`` wraps the stock one in :meth:`_fast_paste`.
+
+    Scripting (``torch.jit.script``, D2's ``scripting_with_instances``) gives the stock
+    meta-architecture on the same submodules (``_scripted_as``, a subclass that only marks
+    ``training`` constant): D2's scripted models do not post-process (``GeneralizedRCNN``
+    asserts it), which is the only place the fast paste acts, and TorchScript compiles neither
+    ``super()`` nor the hook's context manager.
+    """
+
+    _scripted_as: type
 
     @configurable
     def __init__(self, *, fast_paste_masks: bool = True, **kwargs):
         """
         Args:
             fast_paste_masks (bool): paste masks with :func:`d2ext.layers.paste_masks`.
-            kwargs: those of :class:`GeneralizedRCNN`.
+            kwargs: those of the stock meta-architecture.
         """
         super().__init__(**kwargs)
         self.fast_paste_masks = fast_paste_masks
@@ -94,6 +127,24 @@ class FastGeneralizedRCNN(GeneralizedRCNN):
         ret = super().from_config(cfg)
         ret.update(_fast_paste_from_cfg(cfg))
         return ret
+
+    def _fast_paste(self, do_postprocess: bool):
+        """Context of one ``inference`` call: D2's post-processing pastes with d2ext's kernel."""
+        return _masks_pasted_by_d2ext(self.roi_heads, self.fast_paste_masks and do_postprocess)
+
+    def __prepare_scriptable__(self):
+        stock = self._scripted_as.__new__(self._scripted_as)
+        stock.__dict__.update(self.__dict__)
+        for registry in ("_parameters", "_buffers", "_modules"):  # not shared with ``self``
+            stock.__dict__[registry] = self.__dict__[registry].copy()
+        return stock
+
+
+@META_ARCH_REGISTRY.register()
+class FastGeneralizedRCNN(FastPasteMixin, GeneralizedRCNN):
+    """:class:`GeneralizedRCNN` whose post-processing pastes masks with d2ext's kernel."""
+
+    _scripted_as = _ScriptedGeneralizedRCNN
 
     def inference(
         self,
@@ -101,30 +152,16 @@ class FastGeneralizedRCNN(GeneralizedRCNN):
         detected_instances: Optional[List[Instances]] = None,
         do_postprocess: bool = True,
     ):
-        with _masks_pasted_by_d2ext(self.roi_heads, self.fast_paste_masks and do_postprocess):
+        with self._fast_paste(do_postprocess):
             return super().inference(batched_inputs, detected_instances, do_postprocess)
 
 
 @META_ARCH_REGISTRY.register()
-class FastPanopticFPN(PanopticFPN):
+class FastPanopticFPN(FastPasteMixin, PanopticFPN):
     """:class:`PanopticFPN` whose post-processing pastes masks with d2ext's kernel."""
 
-    @configurable
-    def __init__(self, *, fast_paste_masks: bool = True, **kwargs):
-        """
-        Args:
-            fast_paste_masks (bool): paste masks with :func:`d2ext.layers.paste_masks`.
-            kwargs: those of :class:`PanopticFPN`.
-        """
-        super().__init__(**kwargs)
-        self.fast_paste_masks = fast_paste_masks
-
-    @classmethod
-    def from_config(cls, cfg):
-        ret = super().from_config(cfg)
-        ret.update(_fast_paste_from_cfg(cfg))
-        return ret
+    _scripted_as = _ScriptedPanopticFPN
 
     def inference(self, batched_inputs: List[Dict[str, torch.Tensor]], do_postprocess: bool = True):
-        with _masks_pasted_by_d2ext(self.roi_heads, self.fast_paste_masks and do_postprocess):
+        with self._fast_paste(do_postprocess):
             return super().inference(batched_inputs, do_postprocess)

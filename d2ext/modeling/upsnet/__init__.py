@@ -1,11 +1,10 @@
 """UPSNet (Xiong et al., CVPR 2019) on stock D2 Mask R-CNN. Importing registers the ``UPSNet``
-meta-architecture and the ``UPSNetPanopticMapper`` train mapper (d2ext.data.MAPPER_REGISTRY);
-config keys: :func:`d2ext.config.add_upsnet_config`."""
+meta-architecture; its train mapper is :class:`d2ext.data.mappers.UPSNetPanopticMapper` and its
+label space :class:`d2ext.data.PanopticLabelSpace`; config keys:
+:func:`d2ext.config.add_upsnet_config`."""
 
 from d2ext.config.upsnet import add_upsnet_config
 
-from .dataset_mapper import UPSNetPanopticMapper
-from .label_space import PanopticLabelSpace
 from .meta_arch import UPSNet
 from .panoptic_head import (
     UPSNetPanopticHead,
@@ -19,10 +18,8 @@ from .semantic_head import DeformConvWithOffset, UPSNetSemanticHead
 __all__ = [
     "add_upsnet_config",
     "DeformConvWithOffset",
-    "PanopticLabelSpace",
     "UPSNet",
     "UPSNetPanopticHead",
-    "UPSNetPanopticMapper",
     "UPSNetSemanticHead",
     "panoptic_logits",
     "panoptic_targets",

@@ -12,7 +12,7 @@ from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
 from detectron2.modeling.postprocessing import detector_postprocess, sem_seg_postprocess
 from detectron2.structures import BitMasks, Boxes, ImageList, Instances, PolygonMasks
 
-from .label_space import PanopticLabelSpace
+from d2ext.data.panoptic_label_space import PanopticLabelSpace
 from .panoptic_head import UPSNetPanopticHead, select_panoptic_detections
 from .semantic_head import UPSNetSemanticHead, downsample_labels
 

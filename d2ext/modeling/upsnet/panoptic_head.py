@@ -19,10 +19,11 @@ import torch.nn.functional as F
 
 from detectron2.config import configurable
 from detectron2.layers import nms
-from detectron2.layers.mask_ops import _do_paste_mask
 from detectron2.structures import Boxes
 
-from .label_space import PanopticLabelSpace
+from d2ext.layers.mask_ops import paste_mask_values
+
+from d2ext.data.panoptic_label_space import PanopticLabelSpace
 
 __all__ = [
     "UPSNetPanopticHead",
@@ -70,7 +71,7 @@ def panoptic_logits(
     if len(boxes):
         inside = box_regions(boxes, h, w).to(sem_logits.dtype)
         y = things[classes] * inside
-        x, _ = _do_paste_mask(mask_logits[:, None], boxes, h, w, skip_empty=False)
+        x = paste_mask_values(mask_logits, boxes, (h, w))
         instances = y + x.to(sem_logits.dtype) * inside
         max_y = y.max(dim=0).values
     else:
@@ -288,7 +289,7 @@ class UPSNetPanopticHead(torch.nn.Module):
         """
         h, w = sem_logits.shape[-2:]
         if len(boxes):
-            pasted, _ = _do_paste_mask(mask_logits[:, None], boxes, h, w, skip_empty=False)
+            pasted = paste_mask_values(mask_logits, boxes, (h, w))
             masks = (pasted > 0) & box_regions(boxes, h, w)
             keep = remove_overlapping_masks(masks, scores, classes, self.overlap_thresh)
             boxes, scores, classes, mask_logits = (

@@ -9,12 +9,13 @@ from typing import Dict, List
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from detectron2.config import configurable
 from detectron2.layers import Conv2d, ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 from detectron2.modeling.backbone.resnet import build_resnet_backbone
+
+from .weight_init import yolact_xavier_fill
 
 __all__ = ["YOLACTFPN", "build_yolact_resnet_fpn_backbone"]
 
@@ -63,11 +64,9 @@ class YOLACTFPN(Backbone):
         self._out_feature_strides = {f"p{lvl}": 2**lvl for lvl in all_levels}
         self._out_feature_channels = {f"p{lvl}": out_channels for lvl in all_levels}
         self._size_divisibility = 2 ** all_levels[-1]
-        # the original's default init: xavier-uniform weights, zero biases
-        for name, m in self.named_modules():
-            if name.startswith("fpn_") and isinstance(m, nn.Conv2d):
-                nn.init.xavier_uniform_(m.weight)
-                nn.init.zeros_(m.bias)
+        for name, m in self.named_children():
+            if name.startswith("fpn_"):  # not the (pretrained) bottom-up network
+                yolact_xavier_fill(m)
 
     @classmethod
     def from_config(cls, cfg, input_shape: ShapeSpec = None):

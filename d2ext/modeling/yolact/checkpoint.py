@@ -4,6 +4,9 @@
 Backbone: the original torchvision-style ResNet (stride in the 3x3 conv, so D2's
 ``RESNETS.STRIDE_IN_1X1: False``) -> D2's ResNet under ``backbone.bottom_up`` (BN -> FrozenBN
 buffers). FPN ``lat_layers``/``pred_layers`` are indexed coarse to fine (0 = C5), ours by level.
+YOLACT++'s ``FastMaskIoUNet`` (``maskiou_net.maskiou_net.<i>``, built by the original's
+``make_net``: conv, ReLU pairs, so the convs sit at even indices) -> :class:`MaskIoUNet`
+(``mask_iou_net.net.<i>``, the same indices; ``MODEL.YOLACT.MASK_IOU_ON``).
 """
 import re
 from typing import Dict, Tuple
@@ -45,6 +48,9 @@ def _map_key(key: str, num_fpn_inputs: int, last_input_level: int) -> str:
     m = re.fullmatch(r"prediction_layers\.0\.(upfeature\.0|bbox_layer|conf_layer|mask_layer)\.(\w+)", key)
     if m:
         return f"head.{_HEAD[m.group(1)]}.{m.group(2)}"
+    m = re.fullmatch(r"maskiou_net\.maskiou_net\.(\d+)\.(weight|bias)", key)
+    if m:
+        return f"mask_iou_net.net.{m.group(1)}.{m.group(2)}"
     m = re.fullmatch(r"semantic_seg_conv\.(\w+)", key)
     if m:
         return key
@@ -57,14 +63,15 @@ def convert_official_yolact_state_dict(
     """
     Args:
         state_dict: an official YOLACT state dict (ResNet-50/101 backbone, FPN, protonet,
-            shared prediction head, semantic-seg conv); a ``module.`` prefix is stripped.
+            shared prediction head, semantic-seg conv, YOLACT++'s mask-IoU net); a ``module.``
+            prefix is stripped.
         last_input_level: level of the coarsest FPN input (C5 -> 5).
     Returns:
         (d2ext state dict in float32, {official key: d2ext key}). ``num_batches_tracked``
         buffers are dropped (D2 uses FrozenBN).
     Raises:
-        KeyError naming every official key that has no d2ext counterpart (e.g. YOLACT++'s
-        ``maskiou_net``, DCN offsets), so nothing is silently lost.
+        KeyError naming every official key that has no d2ext counterpart (e.g. the deformable
+        convs of YOLACT++'s DCN backbone), so nothing is silently lost.
     """
     sd = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state_dict.items()}
     num_fpn_inputs = len({k.split(".")[2] for k in sd if k.startswith("fpn.lat_layers.")})

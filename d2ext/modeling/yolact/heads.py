@@ -7,15 +7,9 @@ from torch import nn
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec
 
+from .weight_init import yolact_xavier_fill
+
 __all__ = ["ProtoNet", "YOLACTHead", "MaskIoUNet"]
-
-
-def _xavier(module: nn.Module) -> None:
-    # the original initialises every non-backbone conv with xavier-uniform and zero bias
-    for m in module.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.xavier_uniform_(m.weight)
-            nn.init.zeros_(m.bias)
 
 
 class ProtoNet(nn.Module):
@@ -59,7 +53,7 @@ class ProtoNet(nn.Module):
         self.num_prototypes = num_prototypes
         # prototype side / input feature side
         self.upsample_factor = 2 ** (1 + len(extra_upsample_dims))
-        _xavier(self)
+        yolact_xavier_fill(self)
 
     @classmethod
     def from_config(cls, cfg, input_shape: ShapeSpec):
@@ -99,10 +93,11 @@ class YOLACTHead(nn.Module):
         self.num_classes = num_classes
         self.num_prototypes = num_prototypes
         self.upfeature = nn.Conv2d(in_channels, conv_dim, 3, padding=1)
+        self.num_anchors = num_anchors
         self.bbox_pred = nn.Conv2d(conv_dim, num_anchors * 4, 3, padding=1)
         self.cls_logits = nn.Conv2d(conv_dim, num_anchors * (num_classes + 1), 3, padding=1)
         self.coeff_pred = nn.Conv2d(conv_dim, num_anchors * num_prototypes, 3, padding=1)
-        _xavier(self)
+        yolact_xavier_fill(self)
 
     @classmethod
     def from_config(cls, cfg, input_shapes: List[ShapeSpec], num_anchors: int):
@@ -154,7 +149,7 @@ class MaskIoUNet(nn.Module):
         layers += [nn.Conv2d(c, num_classes, 1), nn.ReLU(inplace=True)]
         self.net = nn.Sequential(*layers)
         self.num_strided_convs = len(channels)
-        _xavier(self)
+        yolact_xavier_fill(self)
 
     @classmethod
     def from_config(cls, cfg):

@@ -14,7 +14,7 @@ from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.modeling.matcher import Matcher
 from detectron2.structures import Boxes, pairwise_ioa, pairwise_iou
 
-from .crop import crop_masks
+from d2ext.layers.prototype_masks import crop_masks, prototype_masks
 
 __all__ = ["YOLACTLoss", "match_with_forced_best", "downsample_mask_targets"]
 
@@ -213,8 +213,7 @@ class YOLACTLoss(nn.Module):
                 select = torch.randperm(old_num, device=pos_idx.device)[: self.masks_to_train]
                 pos_idx, gt_idx = pos_idx[select], gt_idx[select]
             boxes = tgt["boxes"][gt_idx]
-            pred = torch.sigmoid(torch.einsum("khw,nk->nhw", protos[i], coeffs[i, pos_idx]))
-            pred = crop_masks(pred, boxes)
+            pred = crop_masks(prototype_masks(protos[i], coeffs[i, pos_idx]), boxes)
             mask_t = gt_masks[gt_idx]
             bce = F.binary_cross_entropy(pred.clamp(0, 1), mask_t, reduction="none").sum(dim=(1, 2))
             # per-instance normalisation by the GT box area in prototype pixels

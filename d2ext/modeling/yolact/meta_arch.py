@@ -17,7 +17,9 @@ from detectron2.modeling.anchor_generator import build_anchor_generator
 from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.structures import BitMasks, Boxes, Instances, PolygonMasks
 
-from .crop import crop_masks
+from d2ext.layers import assemble_masks
+from d2ext.layers.prototype_masks import crop_masks, prototype_masks
+
 from .fast_nms import fast_nms, standard_nms
 from .heads import MaskIoUNet, ProtoNet, YOLACTHead
 from .loss import YOLACTLoss
@@ -65,6 +67,14 @@ class YOLACT(nn.Module):
         super().__init__()
         if nms_type not in ("fast", "standard"):
             raise ValueError(f"YOLACT: nms_type must be 'fast' or 'standard', got {nms_type!r}")
+        head_anchors = getattr(head, "num_anchors", None)
+        if head_anchors is not None and set(anchor_generator.num_anchors) != {head_anchors}:
+            # a mismatch would run and silently pair predictions with the wrong anchors
+            raise ValueError(
+                f"YOLACT: the head predicts {head_anchors} anchors per location but the anchor "
+                f"generator makes {anchor_generator.num_anchors} per level "
+                "(LazyConfig: set model.head.num_anchors to len(sizes) x len(aspect_ratios))"
+            )
         self.backbone = backbone
         self.proto_net = proto_net
         self.head = head
@@ -206,8 +216,6 @@ class YOLACT(nn.Module):
         return {"boxes": boxes[keep], "classes": inst.gt_classes[keep], "masks": masks[keep].float(), "crowd_boxes": crowd}
 
     def inference(self, batched_inputs, protos, deltas, logits, coeffs, anchors) -> List[Dict[str, Instances]]:
-        from d2ext.layers import assemble_masks
-
         results = []
         probs = F.softmax(logits, dim=-1)
         for i, x in enumerate(batched_inputs):
@@ -231,7 +239,7 @@ class YOLACT(nn.Module):
         """YOLACT++ re-scoring, one image: prototypes (k, Hp, Wp), coefficients (K, k), boxes
         (K, 4) normalised XYXY, classes (K,) -> predicted mask IoU (K,) of each detection's class,
         from its cropped mask at prototype size (the same crop as the assembly)."""
-        masks = crop_masks(torch.sigmoid(torch.einsum("khw,nk->nhw", protos, coeffs)), boxes)
+        masks = crop_masks(prototype_masks(protos, coeffs), boxes)
         return self.mask_iou_net(masks[:, None]).gather(1, classes[:, None]).squeeze(1)
 
     def detect(self, deltas: torch.Tensor, probs: torch.Tensor, anchors: Boxes):

@@ -14,7 +14,7 @@ import torch
 
 BENCHMARKS: Dict[str, Callable[..., List["BenchRow"]]] = {}
 
-# modules holding cases; imported lazily by tools/benchmark.py so that `import d2ext` stays light
+# modules holding cases, imported by load_all_cases (each registers its cases on import)
 CASE_MODULES = ("mask_ops", "yolact", "evaluation")
 
 
@@ -43,12 +43,9 @@ def register_benchmark(name: str):
 
 
 def load_all_cases() -> Dict[str, Callable[..., List[BenchRow]]]:
+    """Imports every case module and returns the registry, name -> case."""
     for mod in CASE_MODULES:
-        try:
-            importlib.import_module(f"{__name__}.{mod}")
-        except ModuleNotFoundError as e:
-            if e.name != f"{__name__}.{mod}":
-                raise
+        importlib.import_module(f"{__name__}.{mod}")
     return BENCHMARKS
 
 

@@ -13,9 +13,8 @@ from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.structures import BitMasks, Instances
 
-from d2ext.data.build import MAPPER_REGISTRY
-
-from .label_space import PanopticLabelSpace
+from ..build import MAPPER_REGISTRY
+from ..panoptic_label_space import PanopticLabelSpace
 
 __all__ = ["UPSNetPanopticMapper"]
 

@@ -1,8 +1,8 @@
 """Evaluation benchmarks: D2's COCOEvaluator (pycocotools) and panopticapi vs d2ext's.
 
-Ground truth is the DATA helper's synthetic generator at 480x640 (generated once under
+Ground truth is d2ext's synthetic generator at 480x640 (generated once under
 ``$DETECTRON2_DATASETS``); predictions are perturbed copies of it
-(:mod:`d2ext.evaluation.synthetic_predictions`), made outside the timed regions.
+(:mod:`d2ext.data.synthetic.predictions`), made outside the timed regions.
 """
 
 import contextlib
@@ -68,7 +68,7 @@ def bench_coco_eval(device: str, quick: bool) -> List[BenchRow]:
     from pycocotools.coco import COCO
 
     from d2ext.evaluation import FastCOCOEvaluator
-    from d2ext.evaluation.synthetic_predictions import instance_predictions_from_gt
+    from d2ext.data.synthetic.predictions import instance_predictions_from_gt
 
     num_images = 40 if quick else 200
     name = _dataset("shapes", num_images, seed=11)
@@ -119,8 +119,8 @@ def _panoptic_predictions(meta, num_images: int, out_dir: str):
     from panopticapi.utils import id2rgb
     from PIL import Image
 
-    from d2ext.evaluation.panoptic_quality import read_panoptic_png
-    from d2ext.evaluation.synthetic_predictions import perturb_panoptic
+    from d2ext.evaluation import read_panoptic_png
+    from d2ext.data.synthetic.predictions import perturb_panoptic
 
     with open(meta.panoptic_json) as f:
         gt = json.load(f)

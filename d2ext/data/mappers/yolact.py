@@ -4,11 +4,13 @@ stretch.
 The model stretches any image to S x S itself (so D2's test-time mapper works unchanged); at
 training, resizing in the mapper to S x S keeps GT masks small. Before it, with
 ``MODEL.YOLACT.SSD_AUGMENTATION`` (default on, as the original), the SSD photometric distortion,
-zoom-out and IoU-constrained crop of :mod:`.augmentation` run; objects whose centre the crop
-leaves out are dropped, as there. Crowd annotations, which D2's mapper drops, are kept as
+zoom-out and IoU-constrained crop of :mod:`d2ext.data.transforms.ssd` run (then, with
+``MODEL.YOLACT.SCALE_JITTER``, D2's scale jitter); objects whose centre the crop leaves out are
+dropped, as there. Crowd annotations, which D2's mapper drops, are kept as
 ``dataset_dict["crowd_boxes"]`` for the original's crowd handling.
 """
 import copy
+from typing import List, Sequence
 
 import numpy as np
 import torch
@@ -18,11 +20,23 @@ from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.structures import Boxes, BoxMode
 
-from d2ext.data import MAPPER_REGISTRY
+from ..build import MAPPER_REGISTRY
+from ..transforms.ssd import build_ssd_augmentations, centers_inside
 
-from .augmentation import build_scale_jitter, build_ssd_augmentations, centers_inside
+__all__ = ["YOLACTDatasetMapper", "build_scale_jitter"]
 
-__all__ = ["YOLACTDatasetMapper"]
+
+def build_scale_jitter(scale_range: Sequence[float], size: int, pixel_mean: Sequence[float]) -> List[T.Augmentation]:
+    """``MODEL.YOLACT.SCALE_JITTER``: D2's ResizeScale to ``size`` x ``size`` by a random factor
+    in ``scale_range`` (aspect kept), then FixedSizeCrop back to ``size`` x ``size``, padded
+    with the mean pixel."""
+    if len(scale_range) != 2 or not 0 < float(scale_range[0]) <= float(scale_range[1]):
+        raise ValueError(f"MODEL.YOLACT.SCALE_JITTER must be (min, max) with 0 < min <= max, got {tuple(scale_range)}")
+    lo, hi = float(scale_range[0]), float(scale_range[1])
+    return [
+        T.ResizeScale(lo, hi, size, size),
+        T.FixedSizeCrop((size, size), pad=True, pad_value=float(np.mean(pixel_mean))),
+    ]
 
 
 def _xyxy(annotations) -> np.ndarray:

@@ -1,12 +1,14 @@
-"""UPSNet's "standard" panoptic label space and its link to a dataset's D2 metadata.
+"""The "standard" panoptic label space of UPSNet-style models and its link to a dataset's D2
+metadata.
 
-UPSNet's semantic head predicts S stuff classes then T thing classes: channel ``s`` (0 <= s < S)
-is stuff ``s`` and channel ``S + t`` is thing ``t``, where ``t`` is also the class index of the
+The semantic head predicts S stuff classes then T thing classes: channel ``s`` (0 <= s < S) is
+stuff ``s`` and channel ``S + t`` is thing ``t``, where ``t`` is also the class index of the
 R-CNN heads. D2 panoptic metadata (``register_coco_panoptic``) instead names each category by a
 *contiguous id*, either one id space over things + stuff (D2's "coco_panoptic_standard", things
 and stuff interleaved in dataset order) or two separate ones. :class:`PanopticLabelSpace` maps
 between the two: internal thing ``t`` is the t-th smallest thing contiguous id, and likewise for
-stuff, so the model's outputs carry the ids that D2's evaluators and Visualizer expect.
+stuff, so the model's outputs carry the ids that D2's evaluators and Visualizer expect. The
+train mapper (for the labels it writes) and the model (for the ids it outputs) both use it.
 """
 
 from dataclasses import dataclass

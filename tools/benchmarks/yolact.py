@@ -62,7 +62,8 @@ def yolact_vs_mask_rcnn(device: str, quick: bool) -> List[BenchRow]:
         return len(out)
 
     n_y, n_m = run(yolact), run(mask_rcnn)
-    iters = 2 if quick else 5
+    # a GPU inference takes milliseconds: more repetitions for a stable median
+    iters = 2 if quick else (20 if str(device).startswith("cuda") else 5)
     t_m = time_fn(lambda: run(mask_rcnn), iters=iters, device=device)
     t_y = time_fn(lambda: run(yolact), iters=iters, device=device)
     return [

@@ -1,7 +1,8 @@
-"""YOLACT's training augmentation (dbolya/yolact ``SSDAugmentation``) as D2 augmentations.
+"""SSD's training augmentation (Liu et al., ECCV 2016) as D2 augmentations, in the variant
+YOLACT trains with (dbolya/yolact ``SSDAugmentation``, before its flip and S x S resize).
 
-The original trains with the SSD recipe before its S x S resize; with 200-image synthetic sets it
-is also what keeps YOLACT from memorising the training images (docs/RESULTS.md):
+With 200-image synthetic sets it is also what keeps YOLACT from memorising the training images
+(docs/RESULTS.md):
 
 * :class:`PhotometricDistort`: brightness +-32 (additive), then contrast x[0.5, 1.5] either first
   or last, and in HSV saturation x[0.5, 1.5] and hue +-18 degrees; each step with probability
@@ -10,8 +11,7 @@ is also what keeps YOLACT from memorising the training images (docs/RESULTS.md):
   4x its size filled with the pixel mean (zoom out);
 * :class:`RandomSampleCrop`: SSD's crop: no crop, or a crop of 30-100% of each side (aspect
   within [1/2, 2]) whose IoU with the gt boxes respects a minimum of 0.1/0.3/0.7/0.9 or none;
-  objects whose centre falls outside it are dropped (:func:`centers_inside`);
-* then the mapper's horizontal flip and S x S resize.
+  the mapper then drops the objects whose centre falls outside it (:func:`centers_inside`).
 
 Everything is a D2 :class:`~detectron2.data.transforms.Augmentation` producing D2 transforms
 (``ColorTransform``, ``PadTransform``, ``CropTransform``), so boxes, polygons and bitmasks
@@ -31,7 +31,6 @@ __all__ = [
     "Expand",
     "RandomSampleCrop",
     "build_ssd_augmentations",
-    "build_scale_jitter",
     "centers_inside",
 ]
 
@@ -184,19 +183,6 @@ def centers_inside(boxes: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def build_ssd_augmentations(pixel_mean: Sequence[float], image_format: str = "BGR") -> List[T.Augmentation]:
-    """The original's augmentations before its flip and resize (module doc); ``pixel_mean`` in
-    the images' channel order."""
+    """Photometric distortion, zoom-out and IoU crop in SSD's order (module doc); the mapper
+    adds its flip and resize after them. ``pixel_mean`` in the images' channel order."""
     return [PhotometricDistort(image_format=image_format), Expand(fill=pixel_mean), RandomSampleCrop()]
-
-
-def build_scale_jitter(scale_range: Sequence[float], size: int, pixel_mean: Sequence[float]) -> List[T.Augmentation]:
-    """``MODEL.YOLACT.SCALE_JITTER``: D2's ResizeScale to ``size`` x ``size`` by a random factor
-    in ``scale_range`` (aspect kept), then FixedSizeCrop back to ``size`` x ``size``, padded
-    with the mean pixel."""
-    if len(scale_range) != 2 or not 0 < float(scale_range[0]) <= float(scale_range[1]):
-        raise ValueError(f"MODEL.YOLACT.SCALE_JITTER must be (min, max) with 0 < min <= max, got {tuple(scale_range)}")
-    lo, hi = float(scale_range[0]), float(scale_range[1])
-    return [
-        T.ResizeScale(lo, hi, size, size),
-        T.FixedSizeCrop((size, size), pad=True, pad_value=float(np.mean(pixel_mean))),
-    ]

@@ -1,0 +1,75 @@
+"""Predictions drawn with D2's ``Visualizer``: used by ``tools/demo.py`` and, after each
+evaluation, by the Trainer (``cfg.D2EXT.VIS_PERIOD_IMAGES``)."""
+
+import os
+from typing import Callable, Dict, List, Sequence
+
+import cv2
+import numpy as np
+import torch
+from detectron2.data.detection_utils import read_image
+from detectron2.evaluation.evaluator import inference_context
+from detectron2.utils.visualizer import ColorMode, Visualizer
+
+__all__ = ["DEFAULT_CONFIDENCE", "draw_predictions", "rendering_path", "render_dataset_predictions"]
+
+# instances scoring below this are not drawn (tools/demo.py's --confidence-threshold default)
+DEFAULT_CONFIDENCE = 0.5
+
+
+def draw_predictions(
+    image_rgb: np.ndarray, predictions: Dict, metadata, confidence: float = DEFAULT_CONFIDENCE
+) -> np.ndarray:
+    """Render a D2 model output dict on an image.
+
+    Args:
+        image_rgb: (H, W, 3) uint8 RGB image at the resolution of the predictions (the
+            dataset's ``height`` x ``width``).
+        predictions: one model output: "panoptic_seg" (drawn first if present), else
+            "instances" (only those with ``scores >= confidence``), else "sem_seg" (C, H, W).
+        metadata: the dataset's D2 ``Metadata`` (class names and colors).
+
+    Returns:
+        (H, W, 3) uint8 RGB rendering.
+    """
+    vis = Visualizer(image_rgb, metadata, instance_mode=ColorMode.IMAGE)
+    if "panoptic_seg" in predictions:
+        panoptic_seg, segments_info = predictions["panoptic_seg"]
+        return vis.draw_panoptic_seg(panoptic_seg.to("cpu"), segments_info).get_image()
+    if "instances" in predictions:
+        instances = predictions["instances"].to("cpu")
+        instances = instances[instances.scores >= confidence]
+        return vis.draw_instance_predictions(instances).get_image()
+    if "sem_seg" in predictions:
+        return vis.draw_sem_seg(predictions["sem_seg"].argmax(dim=0).to("cpu")).get_image()
+    raise ValueError(f"nothing to draw in predictions with keys {sorted(predictions)}")
+
+
+def rendering_path(output_dir: str, file_name: str) -> str:
+    """``<output_dir>/<image file stem>.png``."""
+    stem = os.path.splitext(os.path.basename(file_name))[0]
+    return os.path.join(output_dir, stem + ".png")
+
+
+def render_dataset_predictions(
+    model: torch.nn.Module,
+    mapper: Callable[[Dict], Dict],
+    dataset_dicts: Sequence[Dict],
+    metadata,
+    output_dir: str,
+    confidence: float = DEFAULT_CONFIDENCE,
+) -> List[str]:
+    """Run ``model`` (in eval mode, restored afterwards) on each of ``dataset_dicts`` mapped by
+    the test-time ``mapper`` and write :func:`draw_predictions` of each as
+    :func:`rendering_path`; returns the written paths."""
+    os.makedirs(output_dir, exist_ok=True)
+    paths = []
+    with inference_context(model), torch.no_grad():
+        for d in dataset_dicts:
+            predictions = model([mapper(d)])[0]
+            image = read_image(d["file_name"], format="RGB")
+            rendered = draw_predictions(image, predictions, metadata, confidence)
+            path = rendering_path(output_dir, d["file_name"])
+            cv2.imwrite(path, rendered[:, :, ::-1])
+            paths.append(path)
+    return paths
