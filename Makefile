@@ -85,13 +85,13 @@ device-check:
 	$(PYTHON) tools/device_check.py
 
 # the same steps as a dry run on CPU (no install, no CUDA build, the CUDA tests skip), so the
-# script never rots; its files go to a temporary folder
+# script never rots; its files go to build/device-check/dry-run-out (replaced by each run)
 device-check-cpu: build
 	$(PY) tools/device_check.py --cpu
 
 # here, with a registry: the wheels the GPU machine lacks, at the versions of $(VENV)
 device-wheels: $(VENV)/.d2-installed
-	$(PY) tools/device_check.py --download-wheels .whl
+	$(PY) tools/device_wheels.py .whl
 
 # ruff lint + format check (settings in pyproject.toml); `make format` rewrites the tree
 lint: $(VENV)/.deps-installed

@@ -1,7 +1,9 @@
 #!/usr/bin/env python
 """Check d2ext's fast mask paste against D2's on a model and dataset: run the model's inference
 with ``MODEL.FAST_POSTPROCESS.PASTE_MASKS`` on and off (same weights, same images) and report how
-many mask pixels agree.
+many mask pixels agree, and how many lie at a threshold tie: where the float value D2's paste
+thresholds is within 1e-6 of the threshold, which is the only place the kernel may differ from
+D2 on CPUs whose torch kernels do not use FMA (see d2ext/layers/mask_ops.py).
 
     python tools/compare_fast_paste.py --config-file configs/Base/mask_rcnn_R_18_FPN_synth.yaml \
         --max-images 50 MODEL.WEIGHTS output/mask_rcnn_R_18_FPN_synth/model_final.pth
@@ -21,15 +23,19 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.data import build_detection_test_loader
-from detectron2.modeling import build_model
+from detectron2.modeling import build_model, detector_postprocess
+from detectron2.structures import Instances
 from detectron2.utils.logger import setup_logger
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
 
 import d2ext  # noqa: E402,F401  (registration)
 from d2ext.config import add_d2ext_config  # noqa: E402
+from d2ext.layers.mask_ops import paste_mask_values  # noqa: E402
 
 FAST_OF = {"GeneralizedRCNN": "FastGeneralizedRCNN", "PanopticFPN": "FastPanopticFPN"}
+MASK_THRESHOLD = 0.5  # detector_postprocess's default, which both meta-architectures use
+TIE = 1e-6  # a pasted value this close to the threshold is a tie
 logger = logging.getLogger("d2ext.compare_fast_paste")
 
 
@@ -49,6 +55,22 @@ def _cfg(args, fast: bool):
     return cfg
 
 
+def paste_values(model, inputs, instances: Instances) -> torch.Tensor:
+    """(R, H, W) float32 on the CPU: the values D2's paste thresholds for ``instances``, the
+    model's final output for the one image of ``inputs``. They are the raw (R, 1, M, M) mask
+    probabilities pasted into the final boxes; the raw rows are first filtered by D2's own
+    ``detector_postprocess`` (it keeps boxes ``nonempty()`` once rescaled and clipped), so row i
+    of the raw output is paired with row i of ``instances``."""
+    raw = model.inference(inputs, do_postprocess=False)
+    raw = (raw[0] if isinstance(raw, tuple) else raw)[0].to("cpu")  # PanopticFPN: (dets, sem_seg)
+    rows = Instances(raw.image_size, pred_boxes=raw.pred_boxes.clone(), row=torch.arange(len(raw)))
+    kept = detector_postprocess(rows, *instances.image_size)  # scales pred_boxes in place
+    if not torch.equal(kept.pred_boxes.tensor, instances.pred_boxes.tensor):
+        raise RuntimeError("the raw detections do not match the final ones row by row")
+    boxes = instances.pred_boxes.tensor
+    return paste_mask_values(raw.pred_masks[kept.row, 0].float(), boxes, instances.image_size)
+
+
 def compare(args) -> dict:
     """Run both pastes over the dataset; returns the counts (also written as json to --output)."""
     cfg_stock, cfg_fast = _cfg(args, False), _cfg(args, True)
@@ -59,6 +81,8 @@ def compare(args) -> dict:
     dataset = args.dataset or cfg_stock.DATASETS.TEST[0]
     loader = build_detection_test_loader(cfg_stock, dataset)
     res = {"images": 0, "instances": 0, "pixels": 0, "different_pixels": 0, "same_detections": True}
+    # pixels whose D2 paste value is a tie (within TIE of the threshold), and the differing ones
+    res.update(pixels_at_ties=0, different_pixels_at_ties=0)
     with torch.no_grad():
         for i, inputs in enumerate(loader):
             if args.max_images and i >= args.max_images:
@@ -72,7 +96,12 @@ def compare(args) -> dict:
             res["images"] += 1
             res["instances"] += len(ia)
             res["pixels"] += ia.pred_masks.numel()
-            res["different_pixels"] += int((ia.pred_masks != ib.pred_masks).sum())
+            diff = ia.pred_masks != ib.pred_masks
+            res["different_pixels"] += int(diff.sum())
+            if len(ia):
+                ties = (paste_values(stock, inputs, ia) - MASK_THRESHOLD).abs() <= TIE
+                res["pixels_at_ties"] += int(ties.sum())
+                res["different_pixels_at_ties"] += int((diff & ties).sum())
     res["agreement_percent"] = 100.0 * (1 - res["different_pixels"] / max(res["pixels"], 1))
     logger.info("fast vs D2 paste on %s: %s", dataset, json.dumps(res))
     if args.output:

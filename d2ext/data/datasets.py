@@ -60,9 +60,12 @@ def _read_categories(json_file: str, what: str) -> List[Dict]:
     """The ``categories`` of a COCO-style json file, or an error naming the file."""
     with open(json_file) as f:
         try:
-            categories = json.load(f).get("categories")
+            data = json.load(f)
         except json.JSONDecodeError as e:
             raise ValueError(f"{what}: {json_file!r} is not valid json ({e})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{what}: {json_file!r} holds a {type(data).__name__}, not a COCO json object")
+    categories = data.get("categories")
     if not categories:
         raise ValueError(f"{what}: {json_file!r} has no 'categories'")
     return sorted(categories, key=lambda c: c["id"])
@@ -185,7 +188,7 @@ def _normalize(entry) -> Tuple[str, ...]:
         )
     name, fmt, *paths = entry
     if fmt not in DATASET_FORMATS:
-        raise KeyError(
+        raise ValueError(
             f"DATASETS.REGISTER entry for {name!r}: unknown format {fmt!r}; known formats: "
             f"{', '.join(sorted(DATASET_FORMATS))}"
         )
@@ -204,7 +207,7 @@ def register_dataset(entry: Sequence[str]) -> str:
 
     Registering the same entry again is a no-op; another entry under a name that is already
     registered (by this function, a D2 builtin or user code) is a ``ValueError``. A missing file
-    is a ``FileNotFoundError`` naming it, an unknown format a ``KeyError`` listing the known ones.
+    is a ``FileNotFoundError`` naming it, an unknown format a ``ValueError`` listing the known ones.
     """
     normalized = _normalize(entry)
     name, fmt, *paths = normalized
@@ -222,13 +225,15 @@ def register_dataset(entry: Sequence[str]) -> str:
             f"dataset {name!r} is already registered (a D2 builtin or registered in code); "
             "choose another name in DATASETS.REGISTER"
         )
+    had_metadata = name in MetadataCatalog.list()  # e.g. set up by the user beforehand
     try:
         DATASET_FORMATS[fmt](name, *paths)
     except Exception:
         # leave no half-registered name behind (a failure after DatasetCatalog.register)
         if name in DatasetCatalog.list():
             DatasetCatalog.remove(name)
-            MetadataCatalog.remove(name)
+            if not had_metadata:
+                MetadataCatalog.remove(name)
         raise
     _REGISTERED[name] = normalized
     logger.info("Registered dataset %r (%s) from %s", name, fmt, paths)

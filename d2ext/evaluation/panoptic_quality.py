@@ -35,7 +35,6 @@ import torch
 
 from d2ext.layers import eval_ops_compiled, id_pair_counts
 
-from .panoptic_png import read_panoptic_png
 
 __all__ = [
     "OFFSET",
@@ -342,6 +341,9 @@ def pq_compute_fast(
             raise FileNotFoundError(f"Folder {folder} with {what} segmentations doesn't exist")
     categories = {el["id"]: el for el in gt_json["categories"]}
     pred_annotations = {el["image_id"]: el for el in pred_json["annotations"]}
+
+    # the PNG reader only here: PQ statistics on id maps (panoptic_image_stats) need no PNG code
+    from .panoptic_png import read_panoptic_png
 
     pairs = []
     for gt_ann in gt_json["annotations"]:

@@ -16,7 +16,7 @@ def collect_env_info() -> str:
     except ImportError as e:
         rows.append(("detectron2", f"NOT FOUND ({e})"))
     import d2ext
-    from d2ext.layers._ext import cuda_built, extension_available
+    from d2ext.layers import cuda_built, extension_available
 
     rows.append(("d2ext", f"{d2ext.__version__} @ {d2ext.__file__}"))
     if extension_available():

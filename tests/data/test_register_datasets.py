@@ -147,7 +147,7 @@ def test_missing_file_is_named_and_nothing_is_registered(coco_dir, new_name, ent
 
 
 def test_unknown_format_lists_the_known_ones(new_name):
-    with pytest.raises(KeyError, match="unknown format 'voc'; known formats: coco, coco_panoptic"):
+    with pytest.raises(ValueError, match="unknown format 'voc'; known formats: coco, coco_panoptic"):
         register_datasets([(new_name(), "voc", "a.json", "images")])
 
 
@@ -170,9 +170,11 @@ def test_bad_json_is_named_and_nothing_is_registered(coco_dir, new_name):
     (coco_dir / "nocats.json").write_text(json.dumps({"images": [], "annotations": []}))
     (coco_dir / "pan.json").write_text(json.dumps({"categories": [{"id": 1, "name": "a"}]}))
     (coco_dir / "broken.json").write_text("{")
+    (coco_dir / "list.json").write_text("[]")
     cases = [
         ("coco", "nocats.json", "has no 'categories'"),
         ("coco", "broken.json", "not valid json"),
+        ("coco", "list.json", "list.json' holds a list, not a COCO json object"),
         ("coco_panoptic", "pan.json", r"pan.json.*without 'isthing': \['a'\]"),
     ]
     for fmt, json_name, msg in cases:
@@ -181,6 +183,17 @@ def test_bad_json_is_named_and_nothing_is_registered(coco_dir, new_name):
         with pytest.raises(ValueError, match=msg):
             register_datasets([(name, fmt, str(coco_dir / json_name), images, *extra)])
         assert name not in DatasetCatalog.list()
+
+
+def test_failed_registration_keeps_metadata_set_up_beforehand(coco_dir, new_name):
+    name = new_name()
+    # D2's register_coco_instances registers the loader, then sets evaluator_type="coco" on the
+    # metadata, which conflicts with the user's value: the failure comes after registration
+    MetadataCatalog.get(name).set(evaluator_type="sem_seg", note="mine")
+    with pytest.raises(AssertionError, match="evaluator_type"):
+        register_datasets([(name, "coco", str(coco_dir / "ann.json"), str(coco_dir / "images"))])
+    assert name not in DatasetCatalog.list()
+    assert MetadataCatalog.get(name).note == "mine"
 
 
 def test_every_format_takes_name_annotation_and_image_root_first():

@@ -10,13 +10,15 @@ from d2ext.data.transforms import Expand, PhotometricDistort, RandomSampleCrop, 
 def test_ssd_augmentation_parts():
     rng_img = np.random.default_rng(0).integers(0, 255, size=(50, 80, 3)).astype(np.uint8)
     # zoom-out: the canvas is filled with the per-channel mean, the image copied at the offset
-    np.random.seed(1)
+    np.random.seed(3)  # an offset inside the canvas on both axes: canvas on every side
     t = Expand(fill=[1.0, 2.0, 3.0], prob=1.0).get_transform(rng_img)
     out = t.apply_image(rng_img)
     assert out.shape[0] >= 50 and out.shape[1] >= 80 and out.dtype == np.float32
+    assert t.y0 > 0 and t.x0 > 0 and out.shape[0] > t.y0 + 50 and out.shape[1] > t.x0 + 80
     assert np.array_equal(out[t.y0 : t.y0 + 50, t.x0 : t.x0 + 80], rng_img)
-    if t.y0 > 0:
-        assert (out[0, 0] == [1.0, 2.0, 3.0]).all()
+    canvas = np.ones(out.shape[:2], dtype=bool)
+    canvas[t.y0 : t.y0 + 50, t.x0 : t.x0 + 80] = False
+    assert (out[canvas] == [1.0, 2.0, 3.0]).all()
     np.testing.assert_allclose(t.apply_box(np.array([[0.0, 0.0, 10.0, 10.0]])), [[t.x0, t.y0, t.x0 + 10, t.y0 + 10]])
     # crop: with boxes it keeps at least one object centre; without boxes it does nothing
     boxes = np.array([[5.0, 5.0, 30.0, 25.0], [40.0, 10.0, 75.0, 45.0]])

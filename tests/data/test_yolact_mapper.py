@@ -1,7 +1,6 @@
 """d2ext.data.mappers.YOLACTDatasetMapper: the square stretch, crowd boxes, the original's SSD
 augmentation and D2's scale jitter, each checked on the annotations it hands the model."""
 import copy
-import os
 
 import numpy as np
 import pytest
@@ -17,27 +16,7 @@ from detectron2.utils.events import EventStorage
 from d2ext import add_d2ext_config
 from d2ext.data import build_train_mapper
 from d2ext.data.mappers import YOLACTDatasetMapper
-
-REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-
-
-def tiny_cfg(size=128, **yolact):
-    """The synthetic YOLACT config with a tiny model (as tests/modeling/test_yolact_model.py)."""
-    cfg = get_cfg()
-    add_d2ext_config(cfg)
-    cfg.merge_from_file(os.path.join(REPO, "configs", "YOLACT", "yolact_R_18_synth.yaml"))
-    cfg.MODEL.YOLACT.INPUT_SIZE = size
-    cfg.MODEL.YOLACT.NUM_CLASSES = 3
-    cfg.MODEL.YOLACT.FPN_OUT_CHANNELS = 32
-    cfg.MODEL.YOLACT.PROTO_CONV_DIM = 32
-    cfg.MODEL.YOLACT.HEAD_CONV_DIM = 32
-    cfg.MODEL.YOLACT.NUM_PROTOTYPES = 8
-    cfg.MODEL.ANCHOR_GENERATOR.SIZES = [[8], [16], [32], [64], [128]]
-    cfg.MODEL.YOLACT.SCALE_JITTER = []  # tests that want it set it
-    for k, v in yolact.items():
-        cfg.MODEL.YOLACT[k] = v
-    return cfg
-
+from yolact_tiny import tiny_cfg
 
 def test_dataset_mapper_stretch_and_crowd(tmp_path):
     path = str(tmp_path / "a.png")

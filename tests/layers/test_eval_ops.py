@@ -196,3 +196,64 @@ def test_id_pair_counts_is_np_unique(route, dtype):
         ValueError, match="id_pair_counts: gt and pred must both be int32 or both int64"
     ):
         id_pair_counts(gt.int(), pred.long())
+
+
+# ----------------------------------------------------------------------------- the ops' own checks
+# The Python face checks inputs before it calls an op; these cases call ``torch.ops.d2ext.*``
+# directly, so each C++ check is tested too (a TORCH_CHECK raises RuntimeError, a
+# TORCH_CHECK_VALUE ValueError). A "meta" tensor stands in for one that is not on the CPU.
+def _ids(dtype=torch.int32, fill=0, device="cpu"):
+    return torch.full((3, 4), fill, dtype=dtype, device=device)
+
+
+def _bytes(data: bytes):
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8)
+
+
+_FILTER_7 = bytes([0]) + bytes(6) + bytes([7]) + bytes(6)  # 2x2 RGB, second scanline: filter 7
+COMPILED_OP_BAD_INPUTS = [
+    ("rle_run_lengths", lambda: (torch.zeros(1, 2, 2, dtype=torch.bool, device="meta"),),
+     RuntimeError, "masks must be a CPU tensor"),
+    ("rle_run_lengths", lambda: (torch.zeros(2, 2, dtype=torch.bool),),
+     ValueError, r"masks must be \(N, H, W\), got \[2, 2\]"),
+    ("rle_run_lengths", lambda: (torch.zeros(1, 2, 2),),
+     ValueError, "masks must be bool or uint8, got Float"),
+    ("rle_run_lengths", lambda: (torch.zeros(1, 0, 2, dtype=torch.bool),),
+     ValueError, "masks must have a non-empty image size, got 0x2"),
+    ("png_panoptic_ids", lambda: (torch.zeros(14, dtype=torch.uint8, device="meta"), 2, 2, 3),
+     RuntimeError, "raw must be a 1-D uint8 CPU tensor"),
+    ("png_panoptic_ids", lambda: (torch.zeros(14, dtype=torch.int32), 2, 2, 3),
+     RuntimeError, "raw must be a 1-D uint8 CPU tensor, got Int"),
+    ("png_panoptic_ids", lambda: (torch.zeros(2, 7, dtype=torch.uint8), 2, 2, 3),
+     RuntimeError, r"raw must be a 1-D uint8 CPU tensor, got Byte \[2, 7\]"),
+    ("png_panoptic_ids", lambda: (torch.zeros(10, dtype=torch.uint8), 2, 2, 2),
+     ValueError, r"channels must be 3 \(RGB\) or 4 \(RGBA\), got 2"),
+    ("png_panoptic_ids", lambda: (torch.zeros(0, dtype=torch.uint8), -1, 2, 3),
+     ValueError, "PNG size must be >= 0, got -1x2"),
+    ("png_panoptic_ids", lambda: (torch.zeros(13, dtype=torch.uint8), 2, 2, 3),
+     ValueError, "corrupt PNG: the image data has 13 bytes, a 2x2 image with 3 channels needs 14"),
+    ("png_panoptic_ids", lambda: (_bytes(_FILTER_7), 2, 2, 3),
+     ValueError, r"corrupt PNG: scanline filter type 7 \(valid: 0-4\)"),
+    ("id_pair_counts", lambda: (_ids(device="meta"), _ids()),
+     RuntimeError, "id maps must be CPU tensors"),
+    ("id_pair_counts", lambda: (_ids(), _ids()[:2]),
+     ValueError, r"id maps must have one shape, got \[3, 4\] and \[2, 4\]"),
+    ("id_pair_counts", lambda: (_ids(torch.float32), _ids(torch.float32)),
+     ValueError, "id maps must both be int32 or both int64, got Float and Float"),
+    ("id_pair_counts", lambda: (_ids(), _ids(torch.int64)),
+     ValueError, "id maps must both be int32 or both int64, got Int and Long"),
+    ("id_pair_counts", lambda: (_ids(), _ids(fill=OFFSET)),
+     ValueError, r"segment ids must be in \[0, 2\^24\), got gt 0 and pred 16777216 at pixel 0"),
+    ("id_pair_counts", lambda: (_ids(torch.int64, fill=-1), _ids(torch.int64)),
+     ValueError, r"segment ids must be in \[0, 2\^24\), got gt -1 and pred 0 at pixel 0"),
+]  # fmt: skip
+
+
+@pytest.mark.skipif(not extension_available(), reason="d2ext._C not built")
+@pytest.mark.parametrize(
+    "op,args,error,match",
+    [pytest.param(*case, id=f"{case[0]}-{i}") for i, case in enumerate(COMPILED_OP_BAD_INPUTS)],
+)
+def test_compiled_op_rejects_bad_inputs(op, args, error, match):
+    with pytest.raises(error, match=match):
+        getattr(torch.ops.d2ext, op)(*args())

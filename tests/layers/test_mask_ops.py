@@ -386,3 +386,39 @@ def test_ext_ops_check_their_arguments():
         torch.ops.d2ext.paste_masks(torch.rand(2, 5, 5).double(), torch.rand(2, 4), 10, 10, 0.5)
     with pytest.raises(RuntimeError, match="boxes must be"):
         torch.ops.d2ext.paste_masks(torch.rand(2, 5, 5), torch.rand(3, 4), 10, 10, 0.5)
+
+
+# each TORCH_CHECK of csrc/mask_ops/mask_ops.h, called directly (the Python face checks first);
+# a "meta" tensor stands in for one on another device (the values play no part)
+_X, _P, _C, _B = torch.ones(2, 5, 6), torch.ones(8, 5, 6), torch.ones(4, 8), torch.ones(4, 4)
+EXT_OP_BAD_INPUTS = [
+    ("resize_threshold", (_X[0], 4, 4, 0.5, False), r"input must have 3 dimensions, got \[5, 6\]"),
+    ("resize_threshold", (_X.double(), 4, 4, 0.5, False), "input must be float32, got Double"),
+    ("resize_threshold", (_X, -1, 4, 0.5, True), "output size must be >= 0, got -1x4"),
+    ("resize_threshold", (_X, 4, 4, -0.5, False), "threshold must be >= 0, got -0.5"),
+    ("resize_threshold", (_X[:, :0], 4, 4, 0.5, False), r"input maps are empty: \[2, 0, 6\]"),
+    ("assemble_masks", (_P.double(), _C, _B, 9, 9, 0.5, 1), "protos must be float32, got Double"),
+    ("assemble_masks", (_P, _C[0], _B, 9, 9, 0.5, 1), r"coeffs must have 2 dimensions, got \[8\]"),
+    ("assemble_masks", (_P, _C, _B, 9, -9, 0.5, 1), "output size must be >= 0, got 9x-9"),
+    ("assemble_masks", (_P[:, :0], _C, _B, 9, 9, 0.5, 1), "protos have an empty spatial size"),
+    ("assemble_masks", (_P, _C[:, :3], _B, 9, 9, 0.5, 1), r"coeffs \[4, 3\] do not match protos"),
+    ("assemble_masks", (_P, _C, _B[:3], 9, 9, 0.5, 1), r"boxes must be \(N, 4\), got \[3, 4\]"),
+    ("assemble_masks", (_P, _C, _B.to("meta"), 9, 9, 0.5, 1), "must be on one device"),
+    ("assemble_masks", (_P, _C, _B, 9, 9, 0.5, -1), "crop_padding must be >= 0, got -1"),
+    ("paste_masks", (_X.bool(), _B[:2], 9, 9, 0.5), "masks must be float32, got Bool"),
+    ("paste_masks", (_X, _B[0], 9, 9, 0.5), r"boxes must have 2 dimensions, got \[4\]"),
+    ("paste_masks", (_X, _B[:2], 9, -1, 0.5), "output size must be >= 0, got 9x-1"),
+    ("paste_masks", (_X, _B[:2], 9, 9, -0.5), "threshold must be >= 0, got -0.5"),
+    ("paste_masks", (_X[:, :0], _B[:2], 9, 9, 0.5), r"masks are empty: \[2, 0, 6\]"),
+    ("paste_masks", (_X, _B[:2].to("meta"), 9, 9, 0.5), "masks and boxes must be on one device"),
+]  # fmt: skip
+
+
+@needs_ext
+@pytest.mark.parametrize(
+    "op,args,match",
+    [pytest.param(*case, id=f"{case[0]}-{i}") for i, case in enumerate(EXT_OP_BAD_INPUTS)],
+)
+def test_ext_ops_reject_each_bad_input(op, args, match):
+    with pytest.raises(RuntimeError, match=match):
+        getattr(torch.ops.d2ext, op)(*args)

@@ -12,7 +12,7 @@ import torch
 
 from detectron2 import model_zoo
 from detectron2.config import get_cfg
-from detectron2.modeling import GeneralizedRCNN, PanopticFPN, build_model
+from detectron2.modeling import GeneralizedRCNN, PanopticFPN, build_model, detector_postprocess
 from detectron2.structures import Instances, ROIMasks
 
 import d2ext.modeling.postprocess.fast_paste as fast_paste
@@ -59,13 +59,19 @@ def inputs(h=200, w=250):
 
 def pasted_values(model, batched_inputs, instances):
     """The float values D2's paste thresholds for ``instances`` (the model's final output): the
-    raw (R, 1, M, M) mask probabilities pasted into the final (rescaled, clipped) boxes."""
+    raw (R, 1, M, M) mask probabilities pasted into the final (rescaled, clipped) boxes. The raw
+    rows are first filtered by D2's ``detector_postprocess`` itself (it keeps the boxes that are
+    ``nonempty()`` once rescaled and clipped), so raw row i is final row i."""
     with torch.no_grad():
         raw = model.inference(batched_inputs, do_postprocess=False)
     if isinstance(raw, tuple):  # PanopticFPN: (instances, sem_seg)
         raw = raw[0]
     raw = raw[0]
-    return paste_mask_values(raw.pred_masks[:, 0], instances.pred_boxes.tensor, instances.image_size)
+    rows = Instances(raw.image_size, pred_boxes=raw.pred_boxes.clone(), row=torch.arange(len(raw)))
+    kept = detector_postprocess(rows, *instances.image_size)  # scales pred_boxes in place
+    assert torch.equal(kept.pred_boxes.tensor, instances.pred_boxes.tensor)
+    masks = raw.pred_masks[kept.row, 0]
+    return paste_mask_values(masks, instances.pred_boxes.tensor, instances.image_size)
 
 
 def assert_same_masks(got, expected, values, threshold=0.5):

@@ -14,6 +14,7 @@ from detectron2.structures import Boxes
 from detectron2.utils.analysis import flop_count_operators
 from detectron2.utils.testing import assert_instances_allclose, reload_script_model
 
+import d2ext.layers.mask_ops as d2ext_mask_ops
 import d2ext.modeling.postprocess.fast_paste as fast_paste
 from d2ext.layers import paste_masks
 
@@ -101,10 +102,18 @@ def test_flop_count_fast_generalized_rcnn(pair):
         assert res["conv"] > 0
 
 
+def runs_d2ext_paste(traced) -> bool:
+    """Whether a traced model's graph runs code of ``d2ext/layers/mask_ops.py``: the graph's
+    source ranges name the file of each statement it holds, so stock D2 code never matches."""
+    return d2ext_mask_ops.__file__ in str(traced.inlined_graph)
+
+
 def test_paste_masks_replaces_d2_paste_under_tracing(pair):
     """A user swapping :func:`paste_masks` in for D2's ``paste_masks_in_image`` (which D2's
     ``ROIMasks`` and ``_paste_masks_tensor_shape`` script when traced): flop counting and
-    tracing of the stock model still work and give the same results."""
+    tracing of the stock model still work and give the same results, and the traced graphs run
+    our paste (int output sizes: called from ``ROIMasks``; sizes traced as tensors: scripted into
+    ``_paste_masks_tensor_shape``), so the swap took effect."""
     ref, _ = pair
     img = image()
     batches = ([{"image": img}], [{"image": img, "height": 70, "width": 90}])
@@ -112,16 +121,22 @@ def test_paste_masks_replaces_d2_paste_under_tracing(pair):
     with torch.no_grad():
         expected_out = ref.inference(batches[1])[0]["instances"]
     _clear_jit_cache()  # D2's scripted _paste_masks_tensor_shape must see the swapped function
+    traced, trace_image = {}, image(48, 60, seed=2)
     try:
         with mock.patch("detectron2.layers.mask_ops.paste_masks_in_image", paste_masks):
             assert [flop_count_operators(ref, b) for b in batches] == expected
-            adapter = TracingAdapter(
-                ref, (img,), lambda m, x: m.inference([{"image": x, "height": 70, "width": 90}])[0]["instances"]
-            )
-            with torch.no_grad():
-                traced = torch.jit.trace(adapter, (image(48, 60, seed=2),), check_trace=False)
-                got = adapter.outputs_schema(traced(img))
+            for sizes, extra in (("int", {"height": 70, "width": 90}), ("traced", {})):
+
+                def infer(model, x, extra=extra):
+                    return model.inference([{"image": x, **extra}])[0]["instances"]
+
+                adapter = TracingAdapter(ref, (img,), infer)
+                with torch.no_grad():
+                    traced[sizes] = torch.jit.trace(adapter, (trace_image,), check_trace=False)
+                    if sizes == "int":
+                        got = adapter.outputs_schema(traced[sizes](img))
     finally:
         _clear_jit_cache()
+    assert runs_d2ext_paste(traced["int"]) and runs_d2ext_paste(traced["traced"])
     assert torch.equal(got.pred_masks, expected_out.pred_masks)
     assert torch.equal(got.pred_boxes.tensor, expected_out.pred_boxes.tensor)

@@ -1,42 +1,20 @@
 """YOLACT on tiny CPU inputs: shapes, losses on odd GT, inference outputs, Fast NMS, crop."""
-import os
 
 import numpy as np
 import pytest
 import torch
 
-from detectron2.config import get_cfg
 from detectron2.layers import batched_nms
 from detectron2.modeling import build_model
 from detectron2.modeling.matcher import Matcher
 from detectron2.structures import BitMasks, Boxes, Instances, PolygonMasks
 from detectron2.utils.events import EventStorage
 
-from d2ext import add_d2ext_config
 from d2ext.layers import assemble_masks
 from d2ext.layers.prototype_masks import prototype_masks
 from d2ext.modeling.yolact import MaskIoUNet, ProtoNet, YOLACTLoss, crop_masks, fast_nms, standard_nms
 from d2ext.modeling.yolact.loss import downsample_mask_targets, match_with_forced_best
-
-REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-
-
-def tiny_cfg(size=128, **yolact):
-    cfg = get_cfg()
-    add_d2ext_config(cfg)
-    cfg.merge_from_file(os.path.join(REPO, "configs", "YOLACT", "yolact_R_18_synth.yaml"))
-    cfg.MODEL.YOLACT.INPUT_SIZE = size
-    cfg.MODEL.YOLACT.NUM_CLASSES = 3
-    cfg.MODEL.YOLACT.FPN_OUT_CHANNELS = 32
-    cfg.MODEL.YOLACT.PROTO_CONV_DIM = 32
-    cfg.MODEL.YOLACT.HEAD_CONV_DIM = 32
-    cfg.MODEL.YOLACT.NUM_PROTOTYPES = 8
-    cfg.MODEL.ANCHOR_GENERATOR.SIZES = [[8], [16], [32], [64], [128]]
-    cfg.MODEL.YOLACT.SCALE_JITTER = []  # tests that want it set it
-    for k, v in yolact.items():
-        cfg.MODEL.YOLACT[k] = v
-    return cfg
-
+from yolact_tiny import tiny_cfg
 
 def make_input(h=96, w=112, boxes=((10, 12, 50, 60), (40, 30, 100, 90)), classes=(0, 2), polygons=False, seed=0):
     g = torch.Generator().manual_seed(seed)

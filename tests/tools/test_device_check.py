@@ -1,5 +1,6 @@
-"""``tools/device_check.py``: the time limits that keep the GPU run inside its 8 minutes, and the
-run going on past a failed step. (``make test`` runs the whole ``--cpu`` dry run.)"""
+"""``tools/device_check.py``: the time limits that keep the GPU run inside its 8 minutes, the run
+going on past a failed step, the dry run's output folder. (``make test`` runs the whole ``--cpu``
+dry run.)"""
 
 import importlib.util
 import os
@@ -21,11 +22,15 @@ def hang_script(pid_file=None) -> str:
 
 @pytest.fixture(scope="module")
 def dc(repo_root):
+    tools = os.path.join(repo_root, "tools")
     spec = importlib.util.spec_from_file_location(
-        "device_check", os.path.join(repo_root, "tools", "device_check.py")
+        "device_check", os.path.join(tools, "device_check.py")
     )
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    # it imports device_wheels from its own folder, as when it runs as a script
+    with pytest.MonkeyPatch.context() as mp:
+        mp.syspath_prepend(tools)
+        spec.loader.exec_module(module)
     return module
 
 
@@ -108,3 +113,35 @@ def test_two_versions_of_a_wheel_stop_the_install(dc, tmp_path, monkeypatch):
     r = runner(dc, tmp_path, time_limit=60, step_limit=10)
     assert dc.step_wheels(r, False, dict(os.environ), {}) == "failed"
     assert r.step.note == "two versions of ['yacs'] in .whl/"
+
+
+def test_the_gpu_run_ends_within_8_minutes_and_the_dry_run_within_10(dc):
+    assert dc.DEADLINE["gpu"] < 8 * 60
+    assert dc.DEADLINE["cpu"] <= 10 * 60
+    assert set(dc.LIMITS["gpu"]) == set(dc.LIMITS["cpu"]) == {name for name, _, _ in dc.STEPS}
+    # each --cpu step may take longer than its GPU twin: CI machines are small and loaded
+    assert all(dc.LIMITS["cpu"][k] >= dc.LIMITS["gpu"][k] for k in ("tests", "benchmarks"))
+
+
+def test_the_dry_run_writes_to_one_folder_emptied_first(dc, tmp_path, monkeypatch):
+    out = tmp_path / "dry-run-out"
+    out.mkdir()
+    (out / "pytest.log").write_text("a log of the previous dry run\n")
+    seen = {}
+
+    def check(cpu, folder, time_limit, argv):
+        stale = os.path.exists(os.path.join(folder, "pytest.log"))
+        seen.update(cpu=cpu, folder=folder, time_limit=time_limit, stale=stale)
+        return 0
+
+    monkeypatch.setattr(dc, "DRY_RUN_OUT", str(out))
+    monkeypatch.setattr(dc, "check", check)
+    assert dc.main(["--cpu"]) == 0
+    assert seen == dict(cpu=True, folder=str(out), time_limit=dc.DEADLINE["cpu"], stale=False)
+
+
+def test_download_wheels_is_reachable_from_device_check(dc, tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(dc, "download_wheels", lambda dest, version: calls.append((dest, version)))
+    dc.main(["--download-wheels", str(tmp_path), "--d2-version", "0.7.2"])
+    assert calls == [(str(tmp_path), "0.7.2")]

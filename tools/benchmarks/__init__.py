@@ -24,7 +24,7 @@ class BenchRow:
     anchor: str  # what we compare against, e.g. "D2 paste_masks_in_image"
     anchor_s: float  # seconds per call of the anchor (median)
     ours_s: float  # seconds per call of ours (median)
-    target: Optional[float] = None  # the ratio the issue asks for
+    target: Optional[float] = None  # speed-up this case must reach (docs/benchmarks.md); None: none
     extra: Dict[str, str] = field(default_factory=dict)  # e.g. bandwidth, memory
 
     @property

@@ -94,6 +94,20 @@ def _agreement(a: torch.Tensor, b: torch.Tensor) -> str:
     return f"{(a == b).float().mean().item() * 100:.4f}%"
 
 
+def _mask_row(name, anchor_name, ours, anchor, target, device, quick) -> BenchRow:
+    """Times ``ours()`` against ``anchor()`` (both return bool masks) and reports the output
+    bandwidth of ours and the fraction of identical pixels."""
+    iters = _iters(device, quick)
+    t_anchor = time_fn(anchor, iters=iters, device=device)
+    t_ours = time_fn(ours, iters=iters, device=device)
+    out = ours()
+    extra = _extra(out.numel() * out.element_size(), t_ours, device)
+    extra["agree"] = _agreement(out, anchor())
+    return BenchRow(
+        name=name, anchor=anchor_name, anchor_s=t_anchor, ours_s=t_ours, target=target, extra=extra
+    )
+
+
 @register_benchmark("mask_assembly")
 def bench_mask_assembly(device: str, quick: bool) -> List[BenchRow]:
     """YOLACT mask assembly: fused kernel vs the original torch chain."""
@@ -102,22 +116,15 @@ def bench_mask_assembly(device: str, quick: bool) -> List[BenchRow]:
     protos = torch.relu(torch.randn(k, hp, wp, generator=g)).to(device)
     coeffs = torch.randn(n, k, generator=g).to(device) * 0.3
     boxes = _random_boxes(n, g).to(device)
-    ours = lambda: assemble_masks(protos, coeffs, boxes, IMAGE_HW)  # noqa: E731
-    anchor = lambda: assemble_masks_reference(protos, coeffs, boxes, IMAGE_HW)  # noqa: E731
-    iters = _iters(device, quick)
-    t_anchor = time_fn(anchor, iters=iters, device=device)
-    t_ours = time_fn(ours, iters=iters, device=device)
-    out = ours()
-    extra = _extra(out.numel() * out.element_size(), t_ours, device)
-    extra["agree"] = _agreement(out, anchor())
     return [
-        BenchRow(
-            name=f"{n} dets, {k}x{hp}x{wp} protos -> {IMAGE_HW[0]}x{IMAGE_HW[1]} bool",
-            anchor="torch chain (matmul, sigmoid, crop, F.interpolate, > 0.5)",
-            anchor_s=t_anchor,
-            ours_s=t_ours,
-            target=5.0,
-            extra=extra,
+        _mask_row(
+            f"{n} dets, {k}x{hp}x{wp} protos -> {IMAGE_HW[0]}x{IMAGE_HW[1]} bool",
+            "torch chain (matmul, sigmoid, crop, F.interpolate, > 0.5)",
+            lambda: assemble_masks(protos, coeffs, boxes, IMAGE_HW),
+            lambda: assemble_masks_reference(protos, coeffs, boxes, IMAGE_HW),
+            5.0,
+            device,
+            quick,
         )
     ]
 
@@ -132,21 +139,14 @@ def bench_paste_masks(device: str, quick: bool) -> List[BenchRow]:
     masks = torch.sigmoid(logits[:, 0]).to(device)
     scale = torch.tensor([IMAGE_HW[1], IMAGE_HW[0]] * 2, dtype=torch.float32)
     boxes = (_random_boxes(n, g) * scale).to(device)
-    ours = lambda: paste_masks(masks, boxes, IMAGE_HW)  # noqa: E731
-    anchor = lambda: paste_masks_in_image(masks, boxes, IMAGE_HW)  # noqa: E731
-    iters = _iters(device, quick)
-    t_anchor = time_fn(anchor, iters=iters, device=device)
-    t_ours = time_fn(ours, iters=iters, device=device)
-    out = ours()
-    extra = _extra(out.numel() * out.element_size(), t_ours, device)
-    extra["agree"] = _agreement(out, anchor())
     return [
-        BenchRow(
-            name=f"{n} masks {m}x{m} -> {IMAGE_HW[0]}x{IMAGE_HW[1]} bool",
-            anchor="D2 paste_masks_in_image",
-            anchor_s=t_anchor,
-            ours_s=t_ours,
-            target=3.0,
-            extra=extra,
+        _mask_row(
+            f"{n} masks {m}x{m} -> {IMAGE_HW[0]}x{IMAGE_HW[1]} bool",
+            "D2 paste_masks_in_image",
+            lambda: paste_masks(masks, boxes, IMAGE_HW),
+            lambda: paste_masks_in_image(masks, boxes, IMAGE_HW),
+            3.0,
+            device,
+            quick,
         )
     ]
