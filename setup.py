@@ -5,13 +5,13 @@ C++ ops are always built.  CUDA ops are added when a CUDA device is visible or
 ``FORCE_CUDA=1`` (then ``CUDA_HOME`` must point at an nvcc matching torch's CUDA).
 ``TORCH_CUDA_ARCH_LIST`` picks the GPU architectures, as for any torch extension.
 """
+
 import glob
 import os
 import runpy
 
-from setuptools import find_packages, setup
-
 import torch
+from setuptools import find_packages, setup
 from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -68,7 +68,14 @@ setup(
     python_requires=">=3.9",
     # torch/torchvision/detectron2 are deliberately not listed: they come from the user's CUDA
     # stack or from `make` (see README); pip must never replace them.
-    install_requires=["fvcore", "pycocotools", "panopticapi-lite", "faster-coco-eval", "deflate", "opencv-python"],
+    install_requires=[
+        "fvcore",
+        "pycocotools",
+        "panopticapi-lite",
+        "faster-coco-eval",
+        "deflate",
+        "opencv-python",
+    ],
     ext_modules=get_extensions(),
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
     zip_safe=False,

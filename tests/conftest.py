@@ -1,4 +1,5 @@
 """Shared pytest setup: a session-wide synthetic-data root, the ``../shared`` fixtures."""
+
 import os
 import sys
 

@@ -1,5 +1,6 @@
 """Every shipped config loads and builds its model: yacs YAML through get_cfg +
 add_d2ext_config, LazyConfig .py through LazyConfig.load + instantiate."""
+
 import dataclasses
 import difflib
 import glob
@@ -76,7 +77,9 @@ def test_lazy_config_builds(path):
     assert schedule(0.0) > 0 and schedule(0.5) > 0
     for split in ("train", "test"):
         for name in _names(cfg.dataloader[split].dataset.names):
-            assert name in DatasetCatalog.list(), f"{_rel(path)}: dataset {name!r} is not registered"
+            assert name in DatasetCatalog.list(), (
+                f"{_rel(path)}: dataset {name!r} is not registered"
+            )
 
 
 def test_add_config_is_idempotent_and_leaves_d2_defaults_alone():
@@ -135,8 +138,14 @@ _PAPER_550 = (
 )
 _EVAL_PERIOD = "D2's defaults: TEST.EVAL_PERIOD 0 (at the end) vs model-zoo common/train.py 5000"
 KNOWN_TWIN_DIFFERENCES = {
-    "configs/YOLACT/yolact_R_50_FPN_550": {"data.test_augmentations": _PAPER_550, "train.eval_period": _EVAL_PERIOD},
-    "configs/YOLACT/yolact_R_101_FPN_550": {"data.test_augmentations": _PAPER_550, "train.eval_period": _EVAL_PERIOD},
+    "configs/YOLACT/yolact_R_50_FPN_550": {
+        "data.test_augmentations": _PAPER_550,
+        "train.eval_period": _EVAL_PERIOD,
+    },
+    "configs/YOLACT/yolact_R_101_FPN_550": {
+        "data.test_augmentations": _PAPER_550,
+        "train.eval_period": _EVAL_PERIOD,
+    },
     "configs/UPSNet/upsnet_R_50_coco": {"train.eval_period": _EVAL_PERIOD},
 }
 
@@ -195,7 +204,9 @@ def _augmentation_outputs(augmentations, seed=0):
 
 
 def _same_augmentations(a, b) -> bool:
-    return all(_augmentation_outputs(a.augs, s) == _augmentation_outputs(b.augs, s) for s in range(10))
+    return all(
+        _augmentation_outputs(a.augs, s) == _augmentation_outputs(b.augs, s) for s in range(10)
+    )
 
 
 def _twin_differences(yaml_path):
@@ -223,8 +234,10 @@ def _twin_differences(yaml_path):
             keys = [k for k in {**a, **b} if a.get(k, "<absent>") != b.get(k, "<absent>")]
             a, b = ({k: d.get(k, "<absent>") for k in keys} for d in (a, b))
         elif isinstance(a, str) and isinstance(b, str) and "\n" in a:
-            a, b = "(diff to lazy below)", "\n" + "\n".join(
-                difflib.unified_diff(a.splitlines(), b.splitlines(), lineterm="", n=0)
+            a, b = (
+                "(diff to lazy below)",
+                "\n"
+                + "\n".join(difflib.unified_diff(a.splitlines(), b.splitlines(), lineterm="", n=0)),
             )
         diffs[what] = (a, b)
 
@@ -232,12 +245,18 @@ def _twin_differences(yaml_path):
     y.MODEL.DEVICE = "cpu"  # both models are built on the CPU
 
     ma, mb = build_model(y), instantiate(z.model)
-    check("model.state_dict", {k: tuple(v.shape) for k, v in ma.state_dict().items()},
-          {k: tuple(v.shape) for k, v in mb.state_dict().items()})
+    check(
+        "model.state_dict",
+        {k: tuple(v.shape) for k, v in ma.state_dict().items()},
+        {k: tuple(v.shape) for k, v in mb.state_dict().items()},
+    )
     check("model.str", str(ma), str(mb))
     check("model.settings", _settings(ma), _settings(mb))
-    check("model.frozen", sorted(n for n, p in ma.named_parameters() if not p.requires_grad),
-          sorted(n for n, p in mb.named_parameters() if not p.requires_grad))
+    check(
+        "model.frozen",
+        sorted(n for n, p in ma.named_parameters() if not p.requires_grad),
+        sorted(n for n, p in mb.named_parameters() if not p.requires_grad),
+    )
 
     # optimizer: per-parameter hyper-parameters (foreach is an implementation choice), then one
     # step from the same weights and gradients (covers gradient clipping)
@@ -247,8 +266,11 @@ def _twin_differences(yaml_path):
 
     def groups(opt, model):
         names = {id(p): n for n, p in model.named_parameters()}
-        return {names[id(p)]: {k: v for k, v in g.items() if k not in ("params", "foreach")}
-                for g in opt.param_groups for p in g["params"]}
+        return {
+            names[id(p)]: {k: v for k, v in g.items() if k not in ("params", "foreach")}
+            for g in opt.param_groups
+            for p in g["params"]
+        }
 
     check("optimizer.param_groups", groups(oa, ma), groups(ob, mb))
     if "model.state_dict" not in diffs and "optimizer.param_groups" not in diffs:
@@ -260,15 +282,22 @@ def _twin_differences(yaml_path):
             pb[n].grad = p.grad.clone()
         oa.step()
         ob.step()
-        check("optimizer.step", [], [n for n, p in ma.named_parameters() if not torch.equal(p, pb[n])])
+        check(
+            "optimizer.step", [], [n for n, p in ma.named_parameters() if not torch.equal(p, pb[n])]
+        )
 
     # LR multiplier at the warmup, around each step, at the end (D2 keeps the yacs one private)
     sa, sb = build_lr_scheduler(y, oa)._multiplier, instantiate(z.lr_multiplier)
     s = y.SOLVER
-    iters = sorted({0, s.WARMUP_ITERS // 2, s.WARMUP_ITERS, s.MAX_ITER - 1}
-                   | {t + d for t in s.STEPS for d in (-1, 0, 1)})
-    check("lr_multiplier", [round(sa(i / s.MAX_ITER), 12) for i in iters],
-          [round(sb(i / z.train.max_iter), 12) for i in iters])
+    iters = sorted(
+        {0, s.WARMUP_ITERS // 2, s.WARMUP_ITERS, s.MAX_ITER - 1}
+        | {t + d for t in s.STEPS for d in (-1, 0, 1)}
+    )
+    check(
+        "lr_multiplier",
+        [round(sa(i / s.MAX_ITER), 12) for i in iters],
+        [round(sb(i / z.train.max_iter), 12) for i in iters],
+    )
 
     t = z.train
     check("train.max_iter", s.MAX_ITER, t.max_iter)
@@ -283,12 +312,20 @@ def _twin_differences(yaml_path):
     check("data.batch_size", s.IMS_PER_BATCH, d.train.total_batch_size)
     check("data.num_workers", y.DATALOADER.NUM_WORKERS, d.train.num_workers)
     tra, trb = build_train_mapper(y), instantiate(d.train.mapper)
-    check("data.train_mapper", (type(tra).__name__, _settings(tra)), (type(trb).__name__, _settings(trb)))
+    check(
+        "data.train_mapper",
+        (type(tra).__name__, _settings(tra)),
+        (type(trb).__name__, _settings(trb)),
+    )
     if not _same_augmentations(tra.augmentations, trb.augmentations):
         check("data.train_augmentations", str(tra.augmentations), str(trb.augmentations))
     # at test time D2's DatasetMapper drops the annotations: only the image path matters
     tea, teb = DatasetMapper(y, is_train=False), instantiate(d.test.mapper)
-    check("data.test_mapper", (type(tea).__name__, tea.image_format), (type(teb).__name__, teb.image_format))
+    check(
+        "data.test_mapper",
+        (type(tea).__name__, tea.image_format),
+        (type(teb).__name__, teb.image_format),
+    )
     if not _same_augmentations(tea.augmentations, teb.augmentations):
         check("data.test_augmentations", str(tea.augmentations), str(teb.augmentations))
     return diffs
@@ -302,12 +339,18 @@ def test_lazy_twin_matches_yacs_config(path):
     known = KNOWN_TWIN_DIFFERENCES.get(stem, {})
     diffs = _twin_differences(path)
     unexpected = {k: v for k, v in diffs.items() if k not in known}
-    assert not unexpected, "\n".join(f"{k}:\n  yacs: {a}\n  lazy: {b}"[:3000] for k, (a, b) in unexpected.items())
-    assert set(known) <= set(diffs), f"no longer differs, drop from KNOWN_TWIN_DIFFERENCES: {set(known) - set(diffs)}"
+    assert not unexpected, "\n".join(
+        f"{k}:\n  yacs: {a}\n  lazy: {b}"[:3000] for k, (a, b) in unexpected.items()
+    )
+    assert set(known) <= set(diffs), (
+        f"no longer differs, drop from KNOWN_TWIN_DIFFERENCES: {set(known) - set(diffs)}"
+    )
 
 
 def test_twins_are_compared():
     assert {os.path.splitext(_rel(p))[0] for p in TWINS} >= {
-        "configs/Base/mask_rcnn_R_18_FPN_synth", "configs/UPSNet/upsnet_R_18_synth",
-        "configs/UPSNet/panoptic_fpn_R_18_synth", "configs/YOLACT/yolact_R_18_synth",
+        "configs/Base/mask_rcnn_R_18_FPN_synth",
+        "configs/UPSNet/upsnet_R_18_synth",
+        "configs/UPSNet/panoptic_fpn_R_18_synth",
+        "configs/YOLACT/yolact_R_18_synth",
     }

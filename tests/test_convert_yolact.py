@@ -11,6 +11,7 @@ is checked against the original's own structure, never by inverting the converte
   original's module definitions (their numerics are covered by tests/modeling/test_yolact_parity.py);
 * YOLACT++'s mask-IoU net by running it as the original's ``make_net`` builds it.
 """
+
 import json
 import os
 import sys
@@ -19,18 +20,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
-from torch import nn
-
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
+from torch import nn
 
 from d2ext import add_d2ext_config
 from d2ext.modeling.yolact import convert_official_yolact_state_dict
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.join(REPO, "tools"))
-from convert_yolact_weights import convert_file, main as convert_main  # noqa: E402
+from convert_yolact_weights import convert_file  # noqa: E402  (tools/ is not a package)
+from convert_yolact_weights import main as convert_main  # noqa: E402
 
 # yolact_plus_base_config: maskiou_net = [(8, 3, {'stride': 2}), (16, ...), (32, ...), (64, ...),
 # (128, 3, {'stride': 2})]; FastMaskIoUNet appends (num_classes - 1, 1, {}) and make_net puts a
@@ -38,9 +39,7 @@ from convert_yolact_weights import convert_file, main as convert_main  # noqa: E
 MASKIOU_CHANNELS = [8, 16, 32, 64, 128]
 NUM_CLASSES = 80
 OFFICIAL_MASKIOU = {
-    f"maskiou_net.maskiou_net.{2 * i}.{p}": (
-        [out, inp, k, k] if p == "weight" else [out]
-    )
+    f"maskiou_net.maskiou_net.{2 * i}.{p}": ([out, inp, k, k] if p == "weight" else [out])
     for i, (inp, out, k) in enumerate(
         zip([1] + MASKIOU_CHANNELS, MASKIOU_CHANNELS + [NUM_CLASSES], [3] * 5 + [1])
     )
@@ -137,7 +136,9 @@ def test_checkpoint_loads_with_exactly_our_keys(converted):
 def test_fpn_protonet_heads_get_their_official_tensors(converted):
     official, ckpt, _ = converted
     loaded = ckpt["model"]
-    modules = {k.rsplit(".", 1)[0] for k in official if not k.startswith(("backbone.", "maskiou_net."))}
+    modules = {
+        k.rsplit(".", 1)[0] for k in official if not k.startswith(("backbone.", "maskiou_net."))
+    }
     assert modules == set(NON_BACKBONE)  # the table covers every official non-backbone module
     for key, value in official.items():
         module, param = key.rsplit(".", 1)
@@ -183,7 +184,9 @@ def test_mask_iou_net_computes_what_fast_mask_iou_net_computes(converted):
         layers += [nn.Conv2d(inp, out, k, stride=2 if k == 3 else 1), nn.ReLU()]
     original = nn.Sequential(*layers)
     prefix = "maskiou_net.maskiou_net."
-    original.load_state_dict({k[len(prefix) :]: v.float() for k, v in official.items() if k.startswith(prefix)})
+    original.load_state_dict(
+        {k[len(prefix) :]: v.float() for k, v in official.items() if k.startswith(prefix)}
+    )
     x = torch.rand(3, 1, 69, 69, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         y = original(x)
@@ -198,7 +201,9 @@ def test_bad_inputs(tmp_path):
         convert_file(str(tmp_path / "missing.pth"), str(tmp_path / "o.pth"))
     # YOLACT++'s deformable backbone convs have no d2ext counterpart: named, not dropped
     with pytest.raises(KeyError, match="conv_offset_mask"):
-        convert_official_yolact_state_dict({"backbone.layers.1.0.conv2.conv_offset_mask.weight": torch.zeros(1)})
+        convert_official_yolact_state_dict(
+            {"backbone.layers.1.0.conv2.conv_offset_mask.weight": torch.zeros(1)}
+        )
     bad = tmp_path / "bad.pth"
     torch.save([1, 2], bad)
     with pytest.raises(ValueError, match="bad.pth"):

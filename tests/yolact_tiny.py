@@ -1,5 +1,6 @@
 """The tiny YOLACT config shared by the model and mapper tests (importable from any test:
 pytest puts ``tests/`` on ``sys.path`` for its root conftest)."""
+
 import os
 
 from detectron2.config import get_cfg

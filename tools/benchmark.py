@@ -8,6 +8,7 @@
 Record the printed table (with the command, machine and date) in docs/benchmarks.md. A case that
 raises is reported on stderr and the others still run; the exit status is then 1.
 """
+
 import argparse
 import datetime
 import platform
@@ -18,7 +19,9 @@ import torch
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("names", nargs="*", help="benchmark cases to run (see --list)")
     parser.add_argument("--all", action="store_true", help="run every case")
     parser.add_argument("--list", action="store_true", help="list the cases and exit")

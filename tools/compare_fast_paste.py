@@ -12,6 +12,7 @@ Stock ``GeneralizedRCNN`` / ``PanopticFPN`` configs are run as ``FastGeneralized
 ``FastPanopticFPN`` (the A/B switch is that class's); the dataset is ``--dataset`` or the
 config's first test set, read by D2's test loader.
 """
+
 import argparse
 import json
 import logging
@@ -19,7 +20,6 @@ import os
 import sys
 
 import torch
-
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.data import build_detection_test_loader
@@ -112,9 +112,13 @@ def compare(args) -> dict:
 
 
 def get_parser():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config-file", required=True)
-    parser.add_argument("--dataset", default="", help="a registered dataset (default: the first test set)")
+    parser.add_argument(
+        "--dataset", default="", help="a registered dataset (default: the first test set)"
+    )
     parser.add_argument("--max-images", type=int, default=0, help="0: all")
     parser.add_argument("--output", default="", help="write the counts here as json")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, KEY VALUE ...")

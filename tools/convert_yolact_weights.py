@@ -9,6 +9,7 @@
 -> ``yolact_R_101_FPN_550.yaml``. The output is ``{"model": state_dict, "__author__": ...,
 "matching_heuristics": False}`` (D2's DetectionCheckpointer format, exact key names).
 """
+
 import argparse
 import os
 import sys
@@ -36,7 +37,9 @@ def convert_file(src: str, dst: str) -> int:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("src", help="official checkpoint, e.g. yolact_base_54_800000.pth")
     parser.add_argument("dst", help="output D2 checkpoint (.pth)")
     args = parser.parse_args(argv)

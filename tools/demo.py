@@ -5,6 +5,7 @@
         --input img1.jpg img2.jpg --output out/ MODEL.WEIGHTS output/model_final.pth
     python tools/demo.py --config-file ... --dataset synth_shapes_val --max-images 8 --output out/
 """
+
 import argparse
 import glob
 import logging
@@ -25,18 +26,26 @@ from d2ext.utils.visualize import DEFAULT_CONFIDENCE, draw_predictions, renderin
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config-file", required=True)
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--input", nargs="+", help="image files or glob patterns")
-    src.add_argument("--dataset", help="a registered dataset name (synth_shapes_val, one of DATASETS.REGISTER...)")
+    src.add_argument(
+        "--dataset",
+        help="a registered dataset name (synth_shapes_val, one of DATASETS.REGISTER...)",
+    )
     parser.add_argument("--max-images", type=int, default=8)
     parser.add_argument("--output", required=True, help="folder for the rendered images")
     parser.add_argument("--confidence-threshold", type=float, default=DEFAULT_CONFIDENCE)
     parser.add_argument("opts", nargs=argparse.REMAINDER, default=[])
     args = parser.parse_args(argv)
     # setup_cfg sets up the "d2ext" logger too
-    cfg = setup_cfg(argparse.Namespace(config_file=args.config_file, opts=args.opts, eval_only=True), freeze=True)
+    cfg = setup_cfg(
+        argparse.Namespace(config_file=args.config_file, opts=args.opts, eval_only=True),
+        freeze=True,
+    )
     logger = logging.getLogger("d2ext.demo")
     if args.dataset:
         from d2ext.data.synthetic import ensure_synthetic_generated
@@ -45,7 +54,11 @@ def main(argv=None):
         files = [d["file_name"] for d in DatasetCatalog.get(args.dataset)][: args.max_images]
         metadata = MetadataCatalog.get(args.dataset)
     else:
-        files = sorted(f for pattern in args.input for f in (glob.glob(os.path.expanduser(pattern)) or [pattern]))
+        files = sorted(
+            f
+            for pattern in args.input
+            for f in (glob.glob(os.path.expanduser(pattern)) or [pattern])
+        )
         metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else "__unused")
     missing = [f for f in files if not os.path.isfile(f)]
     if missing:
@@ -57,7 +70,9 @@ def main(argv=None):
         image_bgr = read_image(path, format="BGR")
         with torch.no_grad():
             predictions = predictor(image_bgr)
-        rendered = draw_predictions(image_bgr[:, :, ::-1], predictions, metadata, args.confidence_threshold)
+        rendered = draw_predictions(
+            image_bgr[:, :, ::-1], predictions, metadata, args.confidence_threshold
+        )
         out_path = rendering_path(args.output, path)
         cv2.imwrite(out_path, rendered[:, :, ::-1])
         if "instances" in predictions:

@@ -14,6 +14,7 @@ Your own data, registered from the command line (or the yaml) by ``DATASETS.REGI
         DATASETS.REGISTER "[('my_train', 'coco', 'ann/train.json', 'images/train')]" \
         DATASETS.TRAIN "('my_train',)" DATASETS.TEST "()" MODEL.ROI_HEADS.NUM_CLASSES 3
 """
+
 import os
 import sys
 

@@ -1,15 +1,15 @@
 """LazyConfig twin of mask_rcnn_R_18_FPN_synth.yaml: stock D2 Mask R-CNN R-18 FPN on synth_shapes.
 
-    python .venv/d2-tools/lazyconfig_train_net.py --config-file configs/Base/mask_rcnn_R_18_FPN_synth.py
+python .venv/d2-tools/lazyconfig_train_net.py --config-file configs/Base/mask_rcnn_R_18_FPN_synth.py
 """
-import torch
 
+import torch
 from detectron2.model_zoo import get_config
 
 from ..common.synth_data import dataloader
+from ..common.synth_r18 import resnet18_from_scratch as _resnet18_from_scratch
 from ..common.synth_schedule import clipped_optimizer as _clipped_optimizer
 from ..common.synth_schedule import lr_multiplier, train  # noqa: F401
-from ..common.synth_r18 import resnet18_from_scratch as _resnet18_from_scratch
 
 model = get_config("common/models/mask_rcnn_fpn.py").model
 

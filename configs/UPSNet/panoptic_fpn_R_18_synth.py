@@ -5,19 +5,22 @@ on synth_panoptic ("separated" labels), the budget of Base-synth-panoptic-R18.ya
         --config-file configs/UPSNet/panoptic_fpn_R_18_synth.py
 """
 
-from omegaconf import OmegaConf
-
 import detectron2.data.transforms as T
 from detectron2.config import LazyCall as L
-from detectron2.data import DatasetMapper, build_detection_test_loader, build_detection_train_loader
-from detectron2.data import get_detection_dataset_dicts
+from detectron2.data import (
+    DatasetMapper,
+    build_detection_test_loader,
+    build_detection_train_loader,
+    get_detection_dataset_dicts,
+)
 from detectron2.evaluation import COCOEvaluator, COCOPanopticEvaluator, SemSegEvaluator
 from detectron2.model_zoo import get_config
+from omegaconf import OmegaConf
+
+import d2ext  # noqa: F401,I001  (registers synth_panoptic_*)
 
 from ..common.synth_schedule import lr_multiplier, optimizer, train
 from .common.synth_budget import synth_panoptic_rcnn_budget as _synth_panoptic_rcnn_budget
-
-import d2ext  # noqa: F401,I001  (registers synth_panoptic_*)
 
 model = get_config("common/models/panoptic_fpn.py").model
 _synth_panoptic_rcnn_budget(model)

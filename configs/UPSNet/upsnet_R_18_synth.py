@@ -3,21 +3,24 @@
 python .venv/d2-tools/lazyconfig_train_net.py --config-file configs/UPSNet/upsnet_R_18_synth.py
 """
 
-from omegaconf import OmegaConf
-
 import detectron2.data.transforms as T
 from detectron2.config import LazyCall as L
-from detectron2.data import DatasetMapper, build_detection_test_loader, build_detection_train_loader
-from detectron2.data import get_detection_dataset_dicts
+from detectron2.data import (
+    DatasetMapper,
+    build_detection_test_loader,
+    build_detection_train_loader,
+    get_detection_dataset_dicts,
+)
 from detectron2.evaluation import COCOEvaluator, COCOPanopticEvaluator, DatasetEvaluators
-
-from ..common.synth_schedule import lr_multiplier, optimizer, train
-from .common.upsnet_model import model
-from .common.synth_budget import synth_panoptic_rcnn_budget as _synth_panoptic_rcnn_budget
+from omegaconf import OmegaConf
 
 import d2ext  # noqa: F401,I001  (registers synth_panoptic_* and UPSNet)
 from d2ext.data import PanopticLabelSpace
 from d2ext.data.mappers import UPSNetPanopticMapper
+
+from ..common.synth_schedule import lr_multiplier, optimizer, train
+from .common.synth_budget import synth_panoptic_rcnn_budget as _synth_panoptic_rcnn_budget
+from .common.upsnet_model import model
 
 # the shared budget of Base-synth-panoptic-R18.yaml
 _synth_panoptic_rcnn_budget(model)

@@ -3,19 +3,22 @@
 python .venv/d2-tools/lazyconfig_train_net.py --config-file configs/UPSNet/upsnet_R_50_coco.py
 """
 
-from omegaconf import OmegaConf
-
 import detectron2.data.transforms as T
 from detectron2.config import LazyCall as L
-from detectron2.data import DatasetMapper, build_detection_test_loader, build_detection_train_loader
-from detectron2.data import get_detection_dataset_dicts
+from detectron2.data import (
+    DatasetMapper,
+    build_detection_test_loader,
+    build_detection_train_loader,
+    get_detection_dataset_dicts,
+)
 from detectron2.evaluation import COCOEvaluator, COCOPanopticEvaluator
 from detectron2.model_zoo import get_config
-
-from .common.upsnet_model import model
+from omegaconf import OmegaConf
 
 from d2ext.data import PanopticLabelSpace  # noqa: I001
 from d2ext.data.mappers import UPSNetPanopticMapper
+
+from .common.upsnet_model import model
 
 # stem and res2 frozen on the ImageNet weights, as the yaml (D2's MODEL.BACKBONE.FREEZE_AT: 2);
 # D2's model-zoo LazyConfig trains them

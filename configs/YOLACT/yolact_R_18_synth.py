@@ -1,25 +1,30 @@
 """LazyConfig twin of yolact_R_18_synth.yaml: YOLACT R-18 from scratch on synth_shapes (CPU).
 
-    python .venv/d2-tools/lazyconfig_train_net.py --config-file configs/YOLACT/yolact_R_18_synth.py
+python .venv/d2-tools/lazyconfig_train_net.py --config-file configs/YOLACT/yolact_R_18_synth.py
 """
-import torch
 
 import detectron2.data.transforms as T
+import torch
 from detectron2.config import LazyCall as L
 
+from d2ext.data.mappers import YOLACTDatasetMapper
+
 from ..common.synth_data import dataloader
+from ..common.synth_r18 import resnet18_from_scratch as _resnet18_from_scratch
 from ..common.synth_schedule import clipped_optimizer as _clipped_optimizer
 from ..common.synth_schedule import lr_multiplier, train  # noqa: F401
-from ..common.synth_r18 import resnet18_from_scratch as _resnet18_from_scratch
 from .yolact_lazy_common import model
-from d2ext.data.mappers import YOLACTDatasetMapper
 
 _resnet18_from_scratch(model.backbone.bottom_up)
 model.num_classes = 6
 model.input_size = 256
 # the paper's sizes scaled to 256 px, three scales per level as YOLACT++ (see the yacs twin)
 model.anchor_generator.sizes = [
-    [12, 15.12, 19.05], [24, 30.24, 38.1], [48, 60.5, 76.2], [96, 121, 152.4], [192, 242, 305]
+    [12, 15.12, 19.05],
+    [24, 30.24, 38.1],
+    [48, 60.5, 76.2],
+    [96, 121, 152.4],
+    [192, 242, 305],
 ]
 model.anchor_generator.square_anchors = False
 model.head.num_anchors = 9  # 3 sizes x 3 aspect ratios per location

@@ -1,7 +1,6 @@
 """LazyConfig pieces shared by the YOLACT ``*.py`` configs: the paper's R-50 550 model, COCO
 data with the square 550 stretch, and the paper's schedule (batch 8, lr 1e-3, 800k iterations).
 Mirrors Base-YOLACT.yaml; every class is the same ``@configurable`` one the yacs path builds."""
-from fvcore.common.param_scheduler import MultiStepParamScheduler
 
 import detectron2.data.transforms as T
 from detectron2.config import LazyCall as L
@@ -11,6 +10,7 @@ from detectron2.modeling.backbone import BasicStem, ResNet
 from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.modeling.matcher import Matcher
 from detectron2.solver import WarmupParamScheduler
+from fvcore.common.param_scheduler import MultiStepParamScheduler
 
 import d2ext  # noqa: F401  (registration)
 from d2ext.data.mappers import YOLACTDatasetMapper
@@ -38,7 +38,13 @@ model = L(YOLACT)(
         relu_outputs=True,
     ),
     proto_net=L(ProtoNet)(in_channels=256, conv_dim=256, num_prototypes=32),
-    head=L(YOLACTHead)(in_channels=256, conv_dim=256, num_anchors=3, num_classes="${..num_classes}", num_prototypes=32),
+    head=L(YOLACTHead)(
+        in_channels=256,
+        conv_dim=256,
+        num_anchors=3,
+        num_classes="${..num_classes}",
+        num_prototypes=32,
+    ),
     anchor_generator=L(YOLACTAnchorGenerator)(
         sizes=[[24], [48], [96], [192], [384]],
         aspect_ratios=[1.0, 2.0, 0.5],  # D2 h/w order == the original's w/h [1, 1/2, 2]
@@ -49,7 +55,9 @@ model = L(YOLACT)(
     box2box_transform=L(Box2BoxTransform)(weights=(10.0, 10.0, 5.0, 5.0)),
     loss=L(YOLACTLoss)(
         box2box_transform=L(Box2BoxTransform)(weights=(10.0, 10.0, 5.0, 5.0)),
-        anchor_matcher=L(Matcher)(thresholds=[0.4, 0.5], labels=[0, -1, 1], allow_low_quality_matches=False),
+        anchor_matcher=L(Matcher)(
+            thresholds=[0.4, 0.5], labels=[0, -1, 1], allow_low_quality_matches=False
+        ),
     ),
     num_classes=80,
     input_size=550,

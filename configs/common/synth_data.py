@@ -1,6 +1,5 @@
 """LazyConfig dataloaders for the synthetic datasets, mirroring configs/Base/Base-synth-R18.yaml
 (256-px images, multi-scale short edge 224-288 at train time, batch 4)."""
-from omegaconf import OmegaConf
 
 import detectron2.data.transforms as T
 from detectron2.config import LazyCall as L
@@ -11,6 +10,7 @@ from detectron2.data import (
     get_detection_dataset_dicts,
 )
 from detectron2.evaluation import COCOEvaluator
+from omegaconf import OmegaConf
 
 import d2ext  # noqa: F401  (registers the synth_* datasets)
 
@@ -21,7 +21,9 @@ dataloader.train = L(build_detection_train_loader)(
     mapper=L(DatasetMapper)(
         is_train=True,
         augmentations=[
-            L(T.ResizeShortestEdge)(short_edge_length=(224, 256, 288), sample_style="choice", max_size=384),
+            L(T.ResizeShortestEdge)(
+                short_edge_length=(224, 256, 288), sample_style="choice", max_size=384
+            ),
             L(T.RandomFlip)(horizontal=True),
         ],
         image_format="BGR",

@@ -1,12 +1,12 @@
 """LazyConfig optimizer, LR schedule and train loop for the synthetic CPU budget, mirroring
 configs/Base/Base-synth-R18.yaml (SGD lr 0.02, 1500 iters, steps at 1100/1350, warmup 100)."""
-from fvcore.common.param_scheduler import MultiStepParamScheduler
 
 from detectron2.config import LazyCall as L
 from detectron2.config import get_cfg
 from detectron2.model_zoo import get_config
 from detectron2.solver import WarmupParamScheduler
 from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
+from fvcore.common.param_scheduler import MultiStepParamScheduler
 
 optimizer = get_config("common/optim.py").SGD
 optimizer.lr = 0.02

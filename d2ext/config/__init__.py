@@ -1,5 +1,6 @@
 """Config keys of d2ext: one ``add_<family>_config`` per model family, composed by
 :func:`add_d2ext_config`. None of them mutates D2's global defaults."""
+
 from .common import add_common_config
 from .defaults import add_d2ext_config
 from .postprocess import add_postprocess_config

@@ -64,7 +64,9 @@ def _read_categories(json_file: str, what: str) -> List[Dict]:
         except json.JSONDecodeError as e:
             raise ValueError(f"{what}: {json_file!r} is not valid json ({e})") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{what}: {json_file!r} holds a {type(data).__name__}, not a COCO json object")
+        raise ValueError(
+            f"{what}: {json_file!r} holds a {type(data).__name__}, not a COCO json object"
+        )
     categories = data.get("categories")
     if not categories:
         raise ValueError(f"{what}: {json_file!r} has no 'categories'")

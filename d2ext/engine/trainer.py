@@ -99,7 +99,9 @@ class Trainer(DefaultTrainer):
         if name == "SGD":
             return super().build_optimizer(cfg, model)
         if name != "ADAMW":
-            raise ValueError(f"SOLVER.OPTIMIZER={cfg.SOLVER.OPTIMIZER!r}: expected 'SGD' or 'ADAMW'")
+            raise ValueError(
+                f"SOLVER.OPTIMIZER={cfg.SOLVER.OPTIMIZER!r}: expected 'SGD' or 'ADAMW'"
+            )
         params = get_default_optimizer_params(
             model,
             base_lr=cfg.SOLVER.BASE_LR,
@@ -122,7 +124,9 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg):
-        return build_detection_train_loader(cfg, mapper=SafeMapper(mapper=build_train_mapper(cfg), is_train=True))
+        return build_detection_train_loader(
+            cfg, mapper=SafeMapper(mapper=build_train_mapper(cfg), is_train=True)
+        )
 
     @classmethod
     def build_test_mapper(cls, cfg):

@@ -228,7 +228,11 @@ def evaluate_predictions_on_coco_fast(
         coco_eval = COCOeval(coco_gt, coco_gt.loadRes(coco_results), iou_type)
     else:
         _check_gt_annotations(coco_gt, img_ids)
-        coco_dt = _load_segm_results(coco_gt, coco_results) if iou_type == "segm" else coco_gt.loadRes(coco_results)
+        coco_dt = (
+            _load_segm_results(coco_gt, coco_results)
+            if iou_type == "segm"
+            else coco_gt.loadRes(coco_results)
+        )
         coco_eval = COCOeval_faster(coco_gt, coco_dt, iou_type, print_function=logger.info)
         coco_eval.params.maxDets = list(max_dets_per_image or [1, 10, 100])
     if img_ids is not None:
@@ -259,8 +263,12 @@ class FastCOCOEvaluator(COCOEvaluator):
     keypoints.
     """
 
-    def __init__(self, dataset_name: str, tasks=None, distributed: bool = True, output_dir=None, **kwargs):
-        kwargs["use_fast_impl"] = False  # D2's switch for its absent compiled COCOeval: off, quietly
+    def __init__(
+        self, dataset_name: str, tasks=None, distributed: bool = True, output_dir=None, **kwargs
+    ):
+        kwargs["use_fast_impl"] = (
+            False  # D2's switch for its absent compiled COCOeval: off, quietly
+        )
         super().__init__(dataset_name, tasks, distributed, output_dir, **kwargs)
         self._fast_coco_gt = None
 
@@ -288,7 +296,11 @@ class FastCOCOEvaluator(COCOEvaluator):
         for input, output in zip(inputs, outputs):
             prediction = {"image_id": input["image_id"]}
             if "instances" in output:
-                size = (input["height"], input["width"]) if "height" in input and "width" in input else None
+                size = (
+                    (input["height"], input["width"])
+                    if "height" in input and "width" in input
+                    else None
+                )
                 prediction["instances"] = instances_to_coco_json_fast(
                     output["instances"], input["image_id"], size
                 )
@@ -340,7 +352,9 @@ class FastCOCOEvaluator(COCOEvaluator):
             self._logger.info("Annotations are not available for evaluation.")
             return
 
-        self._logger.info("Evaluating predictions with faster-coco-eval (keypoints: pycocotools) ...")
+        self._logger.info(
+            "Evaluating predictions with faster-coco-eval (keypoints: pycocotools) ..."
+        )
         for task in sorted(tasks):
             if task not in {"bbox", "segm", "keypoints"}:
                 raise COCOEvalInputError(f"unknown COCO task {task!r}")

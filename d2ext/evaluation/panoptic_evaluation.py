@@ -71,7 +71,11 @@ class FastCOCOPanopticEvaluator(COCOPanopticEvaluator):
                 continue
             pred_class = int(label) // label_divisor
             segments_info.append(
-                {"id": int(label) + 1, "category_id": pred_class, "isthing": pred_class in thing_ids}
+                {
+                    "id": int(label) + 1,
+                    "category_id": pred_class,
+                    "isthing": pred_class in thing_ids,
+                }
             )
         return panoptic_img + 1, segments_info
 
@@ -97,11 +101,18 @@ class FastCOCOPanopticEvaluator(COCOPanopticEvaluator):
 
             gt_ann = self._gt_annotations.get(image_id)
             if gt_ann is None:  # panopticapi only scores the images of the gt json
-                logger.warning(f"image_id={image_id} is not in {self._metadata.panoptic_json}; not scored")
+                logger.warning(
+                    f"image_id={image_id} is not in {self._metadata.panoptic_json}; not scored"
+                )
                 continue
             gt_ids = read_panoptic_png(os.path.join(self._gt_root, gt_ann["file_name"]))
             self._stats[image_id] = panoptic_image_stats(
-                gt_ids, gt_ann["segments_info"], panoptic_img, segments_info, self._categories, image_id
+                gt_ids,
+                gt_ann["segments_info"],
+                panoptic_img,
+                segments_info,
+                self._categories,
+                image_id,
             )
 
     def evaluate(self):

@@ -35,7 +35,6 @@ import torch
 
 from d2ext.layers import eval_ops_compiled, id_pair_counts
 
-
 __all__ = [
     "OFFSET",
     "VOID",
@@ -74,11 +73,15 @@ def _segments_by_id(segments: Iterable[dict], image_id, what: str) -> Dict[int, 
     return out
 
 
-def _slots(id_map: np.ndarray, seg_ids: np.ndarray, image_id, what: str, scale: int = 1) -> np.ndarray:
+def _slots(
+    id_map: np.ndarray, seg_ids: np.ndarray, image_id, what: str, scale: int = 1
+) -> np.ndarray:
     """Map ids to ``scale`` * slot: 0 = id not in segments_info, 1 = VOID, 2 + i = seg_ids[i]."""
     lo, hi = (int(id_map.min()), int(id_map.max())) if id_map.size else (0, 0)
     if lo < 0 or hi >= OFFSET:
-        raise ValueError(f"image_id={image_id}: {what} id map has ids in [{lo}, {hi}], outside [0, {OFFSET})")
+        raise ValueError(
+            f"image_id={image_id}: {what} id map has ids in [{lo}, {hi}], outside [0, {OFFSET})"
+        )
     size = max(hi, int(seg_ids.max()) if seg_ids.size else 0) + 1
     lut = np.zeros(size, dtype=np.int32)  # calloc'd: only the pages touched cost anything
     lut[VOID] = scale
@@ -128,7 +131,9 @@ def _overlaps(gt_id_map, gt_ids, pred_id_map, pred_ids, image_id):
     joint = _slots(gt_id_map, gt_ids, image_id, "gt", scale=n_pred)
     joint += pred_slot
     counts = np.bincount(joint.ravel(), minlength=n_gt * n_pred).reshape(n_gt, n_pred)
-    unknown = np.unique(pred_id_map[pred_slot == 0]) if counts[:, 0].any() else np.zeros(0, np.int64)
+    unknown = (
+        np.unique(pred_id_map[pred_slot == 0]) if counts[:, 0].any() else np.zeros(0, np.int64)
+    )
     return counts, unknown
 
 
@@ -176,7 +181,9 @@ def panoptic_image_stats(
     pred_cat = np.array([int(s["category_id"]) for s in pred.values()], dtype=np.int64)
     for sid, cat in zip(pred_ids.tolist(), pred_cat.tolist()):
         if cat not in categories:
-            raise KeyError(f"image_id={image_id}: predicted segment id {sid} has unknown category_id {cat}")
+            raise KeyError(
+                f"image_id={image_id}: predicted segment id {sid} has unknown category_id {cat}"
+            )
     try:
         gt_area = np.array([s["area"] for s in gt.values()], dtype=np.float64)
     except KeyError:
@@ -247,7 +254,9 @@ class PQStatFast:
         self.fn[idx] += stats.fn[known]
         return self
 
-    def update(self, gt_id_map, gt_segments, pred_id_map, pred_segments, *, image_id=None) -> "PQStatFast":
+    def update(
+        self, gt_id_map, gt_segments, pred_id_map, pred_segments, *, image_id=None
+    ) -> "PQStatFast":
         """Add one image; arguments as :func:`panoptic_image_stats`."""
         return self.add(
             panoptic_image_stats(
@@ -291,7 +300,11 @@ class PQStatFast:
                 continue
             n += 1
             denom = tp + 0.5 * fp + 0.5 * fn
-            per_class[label] = {"pq": iou / denom, "sq": iou / tp if tp != 0 else 0, "rq": tp / denom}
+            per_class[label] = {
+                "pq": iou / denom,
+                "sq": iou / tp if tp != 0 else 0,
+                "rq": tp / denom,
+            }
             pq += per_class[label]["pq"]
             sq += per_class[label]["sq"]
             rq += per_class[label]["rq"]

@@ -1,6 +1,7 @@
 """Python face of d2ext's compiled ops (``csrc/``): every ``torch.ops.d2ext.*`` call goes
 through this package. Each op has a pure-torch (or numpy) reference and falls back to it when
 ``d2ext._C`` is not built (see :mod:`d2ext.layers._ext`)."""
+
 from ._ext import cuda_built, extension_available
 from .eval_ops import (
     eval_ops_compiled,

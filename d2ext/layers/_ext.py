@@ -3,6 +3,7 @@
 Every op in :mod:`d2ext.layers` has a pure-torch reference with the same results, so d2ext works
 without the extension. ``D2EXT_DISABLE_EXT=1`` hides it (used by tests to prove the fallback).
 """
+
 import logging
 import os
 

@@ -30,12 +30,12 @@ NaN. NaN probabilities/coefficients give ``False`` pixels (NaN compares false) e
 references. Non-finite boxes are rejected with a ``ValueError`` by the Python functions (the
 compiled ops, called directly, stay in bounds for them: a NaN box gives an empty mask).
 """
+
 from typing import List, Tuple
 
 import torch
-from torch.nn import functional as F
-
 from detectron2.layers.mask_ops import _do_paste_mask, paste_masks_in_image
+from torch.nn import functional as F
 
 from ._ext import cuda_built, extension_available
 from .prototype_masks import box_crop_region, prototype_masks
@@ -92,13 +92,18 @@ def _check_boxes(boxes: torch.Tensor, n: int, what: str) -> None:
     if not boxes.is_floating_point():
         raise ValueError(f"{what}: boxes must be floating point, got {boxes.dtype}")
     if n > 0 and not bool(torch.isfinite(boxes).all()):
-        bad = torch.jit.annotate(List[int], (~torch.isfinite(boxes)).any(dim=1).nonzero()[:10, 0].tolist())
+        bad = torch.jit.annotate(
+            List[int], (~torch.isfinite(boxes)).any(dim=1).nonzero()[:10, 0].tolist()
+        )
         raise ValueError(f"{what}: boxes must be finite; rows {bad} are not")
 
 
 # --------------------------------------------------------------------------- primitive
 def resize_threshold_reference(
-    input: torch.Tensor, out_hw: Tuple[int, int], threshold: float = 0.5, convention: str = "interpolate"
+    input: torch.Tensor,
+    out_hw: Tuple[int, int],
+    threshold: float = 0.5,
+    convention: str = "interpolate",
 ) -> torch.Tensor:
     """Pure-torch :func:`resize_threshold`."""
     h, w = out_hw
@@ -117,7 +122,10 @@ def resize_threshold_reference(
 
 
 def resize_threshold(
-    input: torch.Tensor, out_hw: Tuple[int, int], threshold: float = 0.5, convention: str = "interpolate"
+    input: torch.Tensor,
+    out_hw: Tuple[int, int],
+    threshold: float = 0.5,
+    convention: str = "interpolate",
 ) -> torch.Tensor:
     """Bilinear resize of N maps + threshold, written as bool without a full-size float tensor.
 
@@ -141,7 +149,9 @@ def resize_threshold(
     if convention not in _CONVENTIONS:
         raise ValueError(f"{what}: convention must be one of {_CONVENTIONS}, got {convention!r}")
     if input.dim() != 3 or not input.dtype.is_floating_point:
-        raise ValueError(f"{what}: input must be a float (N, h, w) tensor, got {input.dtype} {tuple(input.shape)}")
+        raise ValueError(
+            f"{what}: input must be a float (N, h, w) tensor, got {input.dtype} {tuple(input.shape)}"
+        )
     h, w = _check_out_hw(out_hw, what)
     threshold = _check_threshold(threshold, what)
     if input.shape[0] and (input.shape[1] == 0 or input.shape[2] == 0):
@@ -205,7 +215,9 @@ def assemble_masks(
     """
     what = "assemble_masks"
     if protos.dim() != 3 or not protos.dtype.is_floating_point:
-        raise ValueError(f"{what}: protos must be a float (k, Hp, Wp) tensor, got {protos.dtype} {tuple(protos.shape)}")
+        raise ValueError(
+            f"{what}: protos must be a float (k, Hp, Wp) tensor, got {protos.dtype} {tuple(protos.shape)}"
+        )
     if protos.shape[1] == 0 or protos.shape[2] == 0:
         raise ValueError(f"{what}: protos have an empty spatial size {tuple(protos.shape)}")
     if coeffs.dim() != 2 or coeffs.shape[1] != protos.shape[0]:
@@ -214,7 +226,9 @@ def assemble_masks(
             f"{tuple(protos.shape)}, got {tuple(coeffs.shape)}"
         )
     if coeffs.dtype != protos.dtype:
-        raise ValueError(f"{what}: coeffs dtype {coeffs.dtype} differs from protos dtype {protos.dtype}")
+        raise ValueError(
+            f"{what}: coeffs dtype {coeffs.dtype} differs from protos dtype {protos.dtype}"
+        )
     _check_boxes(boxes, coeffs.shape[0], what)
     if coeffs.device != protos.device or boxes.device != protos.device:
         raise ValueError(f"{what}: protos, coeffs and boxes must be on one device")
@@ -223,7 +237,9 @@ def assemble_masks(
     if int(crop_padding) < 0:
         raise ValueError(f"{what}: crop_padding must be >= 0, got {crop_padding}")
     if _use_ext(protos, coeffs, boxes):
-        return torch.ops.d2ext.assemble_masks(protos, coeffs, boxes, h, w, threshold, int(crop_padding))
+        return torch.ops.d2ext.assemble_masks(
+            protos, coeffs, boxes, h, w, threshold, int(crop_padding)
+        )
     return assemble_masks_reference(protos, coeffs, boxes, (h, w), threshold, int(crop_padding))
 
 
@@ -318,7 +334,9 @@ def paste_masks(
     return paste_masks_reference(masks, boxes, (h, w), threshold)
 
 
-def paste_mask_values(masks: torch.Tensor, boxes: torch.Tensor, out_hw: Tuple[int, int]) -> torch.Tensor:
+def paste_mask_values(
+    masks: torch.Tensor, boxes: torch.Tensor, out_hw: Tuple[int, int]
+) -> torch.Tensor:
     """D2's paste before the threshold, on the whole image: ``masks[i]`` (any float map, e.g.
     logits) bilinearly resampled into ``boxes[i]`` of an (H, W) image with D2's grid and
     ``F.grid_sample`` (align_corners=False, zero padding outside the box).
@@ -334,5 +352,7 @@ def paste_mask_values(masks: torch.Tensor, boxes: torch.Tensor, out_hw: Tuple[in
     # D2 has no public function for these values (paste_masks_in_image thresholds them, or
     # quantises them to uint8 for threshold < 0), so its private _do_paste_mask is called here,
     # the one place d2ext calls it: if D2 changes it, this function and its tests are what break.
-    values, _ = _do_paste_mask(masks[:, None], boxes, int(out_hw[0]), int(out_hw[1]), skip_empty=False)
+    values, _ = _do_paste_mask(
+        masks[:, None], boxes, int(out_hw[0]), int(out_hw[1]), skip_empty=False
+    )
     return values

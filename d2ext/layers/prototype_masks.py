@@ -10,6 +10,7 @@ Crop rule (dbolya/yolact ``sanitize_coordinates(cast=False)`` + ``crop``): for a
 with ``max(min(x1, x2) * Wp - padding, 0) <= c < min(max(x1, x2) * Wp + padding, Wp)`` (float
 bounds, not rounded), rows likewise; every other pixel is zeroed.
 """
+
 from typing import Tuple
 
 import torch

@@ -1,5 +1,8 @@
 """Model registration: importing this package registers every d2ext meta-architecture,
 backbone and head into Detectron2's registries."""
-from . import postprocess  # noqa: F401  (registration: fast-paste variants of stock models)
-from . import upsnet  # noqa: F401  (registration)
-from . import yolact  # noqa: F401  (registration)
+
+from . import (
+    postprocess,  # noqa: F401  (registration: fast-paste variants of stock models)
+    upsnet,  # noqa: F401  (registration)
+    yolact,  # noqa: F401  (registration)
+)

@@ -1,4 +1,5 @@
 """Print the build information a bug report needs: ``python -m d2ext.utils.collect_env``."""
+
 import importlib
 import sys
 

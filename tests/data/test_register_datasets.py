@@ -147,7 +147,9 @@ def test_missing_file_is_named_and_nothing_is_registered(coco_dir, new_name, ent
 
 
 def test_unknown_format_lists_the_known_ones(new_name):
-    with pytest.raises(ValueError, match="unknown format 'voc'; known formats: coco, coco_panoptic"):
+    with pytest.raises(
+        ValueError, match="unknown format 'voc'; known formats: coco, coco_panoptic"
+    ):
         register_datasets([(new_name(), "voc", "a.json", "images")])
 
 

@@ -17,8 +17,13 @@ import numpy as np
 import pycocotools.mask as mask_util
 import pytest
 import torch
-from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
-from detectron2.data import build_detection_test_loader, build_detection_train_loader
+from detectron2.data import (
+    DatasetCatalog,
+    DatasetMapper,
+    MetadataCatalog,
+    build_detection_test_loader,
+    build_detection_train_loader,
+)
 from detectron2.data.build import get_detection_dataset_dicts
 from detectron2.data.datasets import register_coco_instances
 from detectron2.evaluation import COCOEvaluator, COCOPanopticEvaluator, SemSegEvaluator
@@ -114,8 +119,9 @@ def test_builtin_specs_deterministic():
             s1.instance_map, s2.instance_map
         )
         assert [o.category_id for o in s1.objects] == [o.category_id for o in s2.objects]
-    train, val = render_image(builtin_spec("synth_shapes_train"), 0), render_image(
-        builtin_spec("synth_shapes_val"), 0
+    train, val = (
+        render_image(builtin_spec("synth_shapes_train"), 0),
+        render_image(builtin_spec("synth_shapes_val"), 0),
     )
     assert not np.array_equal(train.image, val.image)
     assert not np.array_equal(render_image(builtin_spec("synth_shapes_tune"), 0).image, val.image)

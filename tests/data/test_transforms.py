@@ -1,7 +1,7 @@
 """d2ext.data.transforms: SSD's photometric distortion, zoom-out and IoU-constrained crop as D2
 augmentations, each on its own (the YOLACT mapper's use of them: test_yolact_mapper.py)."""
-import numpy as np
 
+import numpy as np
 from detectron2.data import transforms as T
 
 from d2ext.data.transforms import Expand, PhotometricDistort, RandomSampleCrop, centers_inside
@@ -19,7 +19,9 @@ def test_ssd_augmentation_parts():
     canvas = np.ones(out.shape[:2], dtype=bool)
     canvas[t.y0 : t.y0 + 50, t.x0 : t.x0 + 80] = False
     assert (out[canvas] == [1.0, 2.0, 3.0]).all()
-    np.testing.assert_allclose(t.apply_box(np.array([[0.0, 0.0, 10.0, 10.0]])), [[t.x0, t.y0, t.x0 + 10, t.y0 + 10]])
+    np.testing.assert_allclose(
+        t.apply_box(np.array([[0.0, 0.0, 10.0, 10.0]])), [[t.x0, t.y0, t.x0 + 10, t.y0 + 10]]
+    )
     # crop: with boxes it keeps at least one object centre; without boxes it does nothing
     boxes = np.array([[5.0, 5.0, 30.0, 25.0], [40.0, 10.0, 75.0, 45.0]])
     crops = 0
@@ -37,7 +39,11 @@ def test_ssd_augmentation_parts():
     ts = [PhotometricDistort().get_transform(rng_img) for _ in range(20)]
     changed = [t for t in ts if not isinstance(t, T.NoOpTransform)]
     assert changed and all(t.apply_image(rng_img).shape == rng_img.shape for t in changed)
-    hsv_only = PhotometricDistort(brightness_delta=0.0, contrast=(1.0, 1.0), saturation=(1.0, 1.0), hue_delta=0.0)
+    hsv_only = PhotometricDistort(
+        brightness_delta=0.0, contrast=(1.0, 1.0), saturation=(1.0, 1.0), hue_delta=0.0
+    )
     for _ in range(10):  # identity parameters: the HSV round trip keeps the pixels
         t = hsv_only.get_transform(rng_img)
-        np.testing.assert_allclose(np.asarray(t.apply_image(rng_img), np.float32), rng_img, atol=0.05)
+        np.testing.assert_allclose(
+            np.asarray(t.apply_image(rng_img), np.float32), rng_img, atol=0.05
+        )

@@ -1,6 +1,7 @@
 """End-to-end smoke tests of the training entry points on the synthetic data:
 tools/train_net.py (yacs), D2's unmodified lazyconfig_train_net.py (LazyConfig), and D2's
 `launch` with 2 CPU processes (gloo)."""
+
 import glob
 import json
 import os
@@ -14,7 +15,12 @@ from d2ext.layers import extension_available
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 # the tiny builtin splits keep these smoke tests short (same formats and loaders as the full ones)
-MINI = ["DATASETS.TRAIN", "('synth_shapes_mini_train',)", "DATASETS.TEST", "('synth_shapes_mini_val',)"]
+MINI = [
+    "DATASETS.TRAIN",
+    "('synth_shapes_mini_train',)",
+    "DATASETS.TEST",
+    "('synth_shapes_mini_val',)",
+]
 
 
 def _run(cmd, tmp_path, timeout=600):
@@ -37,30 +43,57 @@ def _d2_tools_script(name):
     ):
         if os.path.isfile(cand):
             return cand
-    pytest.skip(f"D2's {name} is not installed next to detectron2 (make installs it in .venv/d2-tools)")
+    pytest.skip(
+        f"D2's {name} is not installed next to detectron2 (make installs it in .venv/d2-tools)"
+    )
 
 
 @pytest.mark.slow
 def test_train_net_yacs_two_iterations_and_eval(tmp_path):
     out = tmp_path / "out"
     log = _run(
-        [sys.executable, "tools/train_net.py", "--config-file", "configs/Base/mask_rcnn_R_18_FPN_synth.yaml",
-         "SOLVER.MAX_ITER", "2", "SOLVER.IMS_PER_BATCH", "2", "DATALOADER.NUM_WORKERS", "0", *MINI,
-         "OUTPUT_DIR", str(out)],
+        [
+            sys.executable,
+            "tools/train_net.py",
+            "--config-file",
+            "configs/Base/mask_rcnn_R_18_FPN_synth.yaml",
+            "SOLVER.MAX_ITER",
+            "2",
+            "SOLVER.IMS_PER_BATCH",
+            "2",
+            "DATALOADER.NUM_WORKERS",
+            "0",
+            *MINI,
+            "OUTPUT_DIR",
+            str(out),
+        ],
         tmp_path,
     )
     assert (out / "model_final.pth").is_file()
     # D2's COCOEvaluator ran and printed its tables for bbox and segm
-    assert "Evaluation results for bbox" in log and "Evaluation results for segm" in log, log[-3000:]
+    assert "Evaluation results for bbox" in log and "Evaluation results for segm" in log, log[
+        -3000:
+    ]
     # --eval-only on the checkpoint just written
     log = _run(
-        [sys.executable, "tools/train_net.py", "--config-file", "configs/Base/mask_rcnn_R_18_FPN_synth.yaml",
-         "--eval-only", "MODEL.WEIGHTS", str(out / "model_final.pth"), "DATALOADER.NUM_WORKERS", "0", *MINI,
-         "OUTPUT_DIR", str(tmp_path / "eval")],
+        [
+            sys.executable,
+            "tools/train_net.py",
+            "--config-file",
+            "configs/Base/mask_rcnn_R_18_FPN_synth.yaml",
+            "--eval-only",
+            "MODEL.WEIGHTS",
+            str(out / "model_final.pth"),
+            "DATALOADER.NUM_WORKERS",
+            "0",
+            *MINI,
+            "OUTPUT_DIR",
+            str(tmp_path / "eval"),
+        ],
         tmp_path,
     )
     assert "Evaluation results for segm" in log
-    metrics = [json.loads(l) for l in (out / "metrics.json").read_text().splitlines()]
+    metrics = [json.loads(line) for line in (out / "metrics.json").read_text().splitlines()]
     assert any("total_loss" in m for m in metrics)
 
 
@@ -69,12 +102,21 @@ def test_d2_lazyconfig_train_net_unmodified(tmp_path):
     script = _d2_tools_script("lazyconfig_train_net.py")
     out = tmp_path / "lazy"
     log = _run(
-        [sys.executable, script, "--config-file", "configs/Base/mask_rcnn_R_18_FPN_synth.py",
-         "train.max_iter=2", "lr_multiplier.scheduler.milestones=[1]",
-         "lr_multiplier.scheduler.values=[1.0,0.1]", "dataloader.train.total_batch_size=2", "dataloader.train.num_workers=0",
-         "dataloader.test.num_workers=0", f"train.output_dir={out}",
-         "dataloader.train.dataset.names=synth_shapes_mini_train",
-         "dataloader.test.dataset.names=synth_shapes_mini_val"],
+        [
+            sys.executable,
+            script,
+            "--config-file",
+            "configs/Base/mask_rcnn_R_18_FPN_synth.py",
+            "train.max_iter=2",
+            "lr_multiplier.scheduler.milestones=[1]",
+            "lr_multiplier.scheduler.values=[1.0,0.1]",
+            "dataloader.train.total_batch_size=2",
+            "dataloader.train.num_workers=0",
+            "dataloader.test.num_workers=0",
+            f"train.output_dir={out}",
+            "dataloader.train.dataset.names=synth_shapes_mini_train",
+            "dataloader.test.dataset.names=synth_shapes_mini_val",
+        ],
         tmp_path,
     )
     assert glob.glob(str(out / "model_final.pth")), log[-3000:]
@@ -85,10 +127,25 @@ def test_d2_lazyconfig_train_net_unmodified(tmp_path):
 def test_launch_two_cpu_processes(tmp_path):
     out = tmp_path / "ddp"
     log = _run(
-        [sys.executable, "tools/train_net.py", "--config-file", "configs/Base/mask_rcnn_R_18_FPN_synth.yaml",
-         "--num-gpus", "2", "--dist-url", "auto",
-         "SOLVER.MAX_ITER", "2", "SOLVER.IMS_PER_BATCH", "2", "DATALOADER.NUM_WORKERS", "0", *MINI,
-         "OUTPUT_DIR", str(out)],
+        [
+            sys.executable,
+            "tools/train_net.py",
+            "--config-file",
+            "configs/Base/mask_rcnn_R_18_FPN_synth.yaml",
+            "--num-gpus",
+            "2",
+            "--dist-url",
+            "auto",
+            "SOLVER.MAX_ITER",
+            "2",
+            "SOLVER.IMS_PER_BATCH",
+            "2",
+            "DATALOADER.NUM_WORKERS",
+            "0",
+            *MINI,
+            "OUTPUT_DIR",
+            str(out),
+        ],
         tmp_path,
     )
     assert (out / "model_final.pth").is_file(), log[-3000:]
@@ -100,8 +157,16 @@ def test_launch_two_cpu_processes(tmp_path):
 @pytest.mark.parametrize(
     "config,train,test",
     [
-        ("configs/YOLACT/yolact_R_18_synth.yaml", "synth_shapes_mini_train", "synth_shapes_mini_val"),
-        ("configs/UPSNet/upsnet_R_18_synth.yaml", "synth_panoptic_mini_train", "synth_panoptic_mini_val"),
+        (
+            "configs/YOLACT/yolact_R_18_synth.yaml",
+            "synth_shapes_mini_train",
+            "synth_shapes_mini_val",
+        ),
+        (
+            "configs/UPSNet/upsnet_R_18_synth.yaml",
+            "synth_panoptic_mini_train",
+            "synth_panoptic_mini_val",
+        ),
     ],
     ids=["yolact", "upsnet"],
 )
@@ -110,9 +175,24 @@ def test_train_net_d2ext_models(tmp_path, config, train, test):
     (COCO for YOLACT; COCO instances + PQ on the standard panoptic registration for UPSNet)."""
     out = tmp_path / "out"
     log = _run(
-        [sys.executable, "tools/train_net.py", "--config-file", config,
-         "SOLVER.MAX_ITER", "2", "SOLVER.IMS_PER_BATCH", "2", "DATALOADER.NUM_WORKERS", "0",
-         "DATASETS.TRAIN", f"('{train}',)", "DATASETS.TEST", f"('{test}',)", "OUTPUT_DIR", str(out)],
+        [
+            sys.executable,
+            "tools/train_net.py",
+            "--config-file",
+            config,
+            "SOLVER.MAX_ITER",
+            "2",
+            "SOLVER.IMS_PER_BATCH",
+            "2",
+            "DATALOADER.NUM_WORKERS",
+            "0",
+            "DATASETS.TRAIN",
+            f"('{train}',)",
+            "DATASETS.TEST",
+            f"('{test}',)",
+            "OUTPUT_DIR",
+            str(out),
+        ],
         tmp_path,
     )
     assert (out / "model_final.pth").is_file()
@@ -124,9 +204,24 @@ def test_train_net_d2ext_models(tmp_path, config, train, test):
 def test_demo_tool_draws_predictions(tmp_path):
     out = tmp_path / "vis"
     log = _run(
-        [sys.executable, "tools/demo.py", "--config-file", "configs/YOLACT/yolact_R_18_synth.yaml",
-         "--dataset", "synth_shapes_mini_val", "--max-images", "2", "--confidence-threshold", "0.0",
-         "--output", str(out), "MODEL.WEIGHTS", "", "OUTPUT_DIR", str(tmp_path)],
+        [
+            sys.executable,
+            "tools/demo.py",
+            "--config-file",
+            "configs/YOLACT/yolact_R_18_synth.yaml",
+            "--dataset",
+            "synth_shapes_mini_val",
+            "--max-images",
+            "2",
+            "--confidence-threshold",
+            "0.0",
+            "--output",
+            str(out),
+            "MODEL.WEIGHTS",
+            "",
+            "OUTPUT_DIR",
+            str(tmp_path),
+        ],
         tmp_path,
     )
     pngs = sorted(p.name for p in out.iterdir())
@@ -135,9 +230,21 @@ def test_demo_tool_draws_predictions(tmp_path):
     # a missing input image is a clear error, not a crash inside D2
     env = dict(os.environ, PYTHONPATH=REPO)
     proc = subprocess.run(
-        [sys.executable, "tools/demo.py", "--config-file", "configs/YOLACT/yolact_R_18_synth.yaml",
-         "--input", str(tmp_path / "nope.jpg"), "--output", str(out)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "tools/demo.py",
+            "--config-file",
+            "configs/YOLACT/yolact_R_18_synth.yaml",
+            "--input",
+            str(tmp_path / "nope.jpg"),
+            "--output",
+            str(out),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode != 0 and "input images not found" in proc.stderr
 
@@ -146,9 +253,22 @@ def test_compare_fast_paste_tool(tmp_path):
     """tools/compare_fast_paste.py: the A/B of the paste on a dataset, every pixel accounted for."""
     out = tmp_path / "agreement.json"
     _run(
-        [sys.executable, "tools/compare_fast_paste.py", "--config-file", "configs/Base/mask_rcnn_R_18_FPN_synth.yaml",
-         "--dataset", "synth_shapes_mini_val", "--max-images", "2", "--output", str(out),
-         "MODEL.WEIGHTS", "", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"],
+        [
+            sys.executable,
+            "tools/compare_fast_paste.py",
+            "--config-file",
+            "configs/Base/mask_rcnn_R_18_FPN_synth.yaml",
+            "--dataset",
+            "synth_shapes_mini_val",
+            "--max-images",
+            "2",
+            "--output",
+            str(out),
+            "MODEL.WEIGHTS",
+            "",
+            "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
+            "0.0",
+        ],
         tmp_path,
     )
     res = json.loads(out.read_text())
@@ -164,8 +284,18 @@ def test_compare_fast_paste_tool(tmp_path):
     # a model without a fast-paste variant is named
     env = dict(os.environ, PYTHONPATH=REPO)
     proc = subprocess.run(
-        [sys.executable, "tools/compare_fast_paste.py", "--config-file", "configs/YOLACT/yolact_R_18_synth.yaml",
-         "MODEL.WEIGHTS", ""],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "tools/compare_fast_paste.py",
+            "--config-file",
+            "configs/YOLACT/yolact_R_18_synth.yaml",
+            "MODEL.WEIGHTS",
+            "",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode != 0 and "has no fast-paste variant" in proc.stderr

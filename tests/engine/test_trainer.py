@@ -1,4 +1,5 @@
 """Trainer pieces that need no training run: optimizer choice and the CPU-DDP workaround."""
+
 import pytest
 import torch
 from detectron2.config import get_cfg
@@ -23,8 +24,15 @@ def _model():
 def test_sgd_follows_the_solver_keys():
     """SOLVER.OPTIMIZER "SGD": per-parameter lr / weight decay, momentum, Nesterov and gradient
     clipping as the SOLVER keys say, checked on one step against the update written out."""
-    cfg = _cfg(BASE_LR=0.1, MOMENTUM=0.8, NESTEROV=True, WEIGHT_DECAY=1e-3, WEIGHT_DECAY_NORM=0.0,
-               BIAS_LR_FACTOR=2.0, WEIGHT_DECAY_BIAS=5e-4)
+    cfg = _cfg(
+        BASE_LR=0.1,
+        MOMENTUM=0.8,
+        NESTEROV=True,
+        WEIGHT_DECAY=1e-3,
+        WEIGHT_DECAY_NORM=0.0,
+        BIAS_LR_FACTOR=2.0,
+        WEIGHT_DECAY_BIAS=5e-4,
+    )
     cfg.SOLVER.CLIP_GRADIENTS.ENABLED = True
     cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "value"
     cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 0.01
@@ -35,8 +43,11 @@ def test_sgd_follows_the_solver_keys():
     # (lr, weight decay): biases get BIAS_LR_FACTOR and WEIGHT_DECAY_BIAS (norm biases too),
     # norm weights WEIGHT_DECAY_NORM; frozen parameters are left out
     expected = {
-        conv.weight: (0.1, 1e-3), conv.bias: (0.2, 5e-4), bn.weight: (0.1, 0.0),
-        bn.bias: (0.2, 5e-4), head.bias: (0.2, 5e-4),
+        conv.weight: (0.1, 1e-3),
+        conv.bias: (0.2, 5e-4),
+        bn.weight: (0.1, 0.0),
+        bn.bias: (0.2, 5e-4),
+        head.bias: (0.2, 5e-4),
     }
     got = {p: (g["lr"], g["weight_decay"]) for g in opt.param_groups for p in g["params"]}
     assert set(map(id, got)) == set(map(id, expected))

@@ -44,6 +44,7 @@ def eval_ops_route(request):
         with eval_ops_disabled():
             yield request.param
 
+
 THING_IDS = (2, 5, 9)  # non-contiguous on purpose
 STUFF_IDS = (10, 12)
 
@@ -164,7 +165,9 @@ def make_panoptic(root, num_images=8, h=40, w=53, seed=0):
         name = f"{i:04d}"
         Image.fromarray(id2rgb(ids)).save(os.path.join(png_dir, name + ".png"))
         images.append({"id": 7 + i, "file_name": name + ".jpg", "height": h, "width": w})
-        annotations.append({"image_id": 7 + i, "file_name": name + ".png", "segments_info": segments})
+        annotations.append(
+            {"image_id": 7 + i, "file_name": name + ".png", "segments_info": segments}
+        )
     categories = [{"id": c, "name": f"thing{c}", "isthing": 1} for c in THING_IDS]
     categories += [{"id": c, "name": f"stuff{c}", "isthing": 0} for c in STUFF_IDS]
     json_path = os.path.join(root, "panoptic.json")

@@ -57,9 +57,10 @@ def test_same_ap_and_files_as_d2(coco_gt, tmp_path, seed, kw):
     ours = _run(FastCOCOEvaluator(coco_gt, output_dir=str(tmp_path / "ours")), pairs)
     assert set(ref) == {"bbox", "segm"} and "AP-thing5" in ref["segm"]
     _assert_same_results(ours, ref)
-    with open(tmp_path / "d2" / "coco_instances_results.json") as f1, open(
-        tmp_path / "ours" / "coco_instances_results.json"
-    ) as f2:
+    with (
+        open(tmp_path / "d2" / "coco_instances_results.json") as f1,
+        open(tmp_path / "ours" / "coco_instances_results.json") as f2,
+    ):
         assert json.load(f1) == json.load(f2)
     assert (tmp_path / "ours" / "instances_predictions.pth").exists()
 
@@ -80,7 +81,9 @@ def test_empty_masks_boxes_outside_and_no_detections(coco_gt):
             out["instances"] = inst[:0]  # an image without detections
         elif len(inst):
             inst.pred_masks[0] = False  # an all-zero mask
-            inst.pred_boxes.tensor[-1] += torch.tensor([-30.0, -20.0, 90.0, 70.0])  # outside the image
+            inst.pred_boxes.tensor[-1] += torch.tensor(
+                [-30.0, -20.0, 90.0, 70.0]
+            )  # outside the image
     ref = _run(COCOEvaluator(coco_gt, use_fast_impl=False), pairs)
     ours = _run(FastCOCOEvaluator(coco_gt), pairs)
     _assert_same_results(ours, ref)
@@ -125,6 +128,7 @@ def test_bad_inputs_name_image_and_field(coco_gt):
 
 def test_synthetic_shapes_val():
     from d2ext.data import synthetic
+
     synthetic.ensure_synthetic_generated("synth_shapes_val")
     pairs = _predictions("synth_shapes_val", 7, jitter=2.0)[:25]
     img_ids = [inp["image_id"] for inp, _ in pairs]
@@ -180,7 +184,11 @@ def _keypoint_set(tmp_path, seed, gt_cats=(1, 4), num_kp=3, num_images=8):
         for _ in range(0 if i == 2 else int(rng.integers(1, 4))):
             x0, y0 = rng.uniform(0, 50), rng.uniform(0, 35)
             w, h = rng.uniform(8, 30), rng.uniform(8, 28)
-            pts = np.c_[rng.uniform(x0, x0 + w, num_kp), rng.uniform(y0, y0 + h, num_kp), rng.integers(0, 3, num_kp)]
+            pts = np.c_[
+                rng.uniform(x0, x0 + w, num_kp),
+                rng.uniform(y0, y0 + h, num_kp),
+                rng.integers(0, 3, num_kp),
+            ]
             anns.append(
                 {
                     "id": len(anns) + 1,
@@ -194,20 +202,34 @@ def _keypoint_set(tmp_path, seed, gt_cats=(1, 4), num_kp=3, num_images=8):
                 }
             )
             for _ in range(int(rng.integers(1, 3))):
-                kps.append(np.c_[pts[:, :2] + 0.5 + rng.normal(0, 1.5, (num_kp, 2)), np.ones(num_kp)])
+                kps.append(
+                    np.c_[pts[:, :2] + 0.5 + rng.normal(0, 1.5, (num_kp, 2)), np.ones(num_kp)]
+                )
                 boxes.append([x0, y0, x0 + w, y0 + h])
                 classes.append(int(rng.integers(0, len(KP_CATS))))
         inst = Instances((64, 80))
         inst.pred_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4))
         inst.scores = torch.from_numpy(rng.uniform(0.1, 1, len(boxes))).float()
         inst.pred_classes = torch.tensor(classes, dtype=torch.int64)
-        inst.pred_keypoints = torch.tensor(np.array(kps), dtype=torch.float32).reshape(-1, num_kp, 3)
+        inst.pred_keypoints = torch.tensor(np.array(kps), dtype=torch.float32).reshape(
+            -1, num_kp, 3
+        )
         preds.append(({"image_id": i + 1, "height": 64, "width": 80}, inst))
-    cats = [{"id": c, "name": f"kp{c}", "keypoints": [f"k{j}" for j in range(num_kp)], "skeleton": []} for c in KP_CATS]
+    cats = [
+        {"id": c, "name": f"kp{c}", "keypoints": [f"k{j}" for j in range(num_kp)], "skeleton": []}
+        for c in KP_CATS
+    ]
 
     def make_pairs():
         return [
-            (inp, {"instances": Instances(inst.image_size, **{k: v.clone() for k, v in inst.get_fields().items()})})
+            (
+                inp,
+                {
+                    "instances": Instances(
+                        inst.image_size, **{k: v.clone() for k, v in inst.get_fields().items()}
+                    )
+                },
+            )
             for inp, inst in preds
         ]
 
@@ -220,11 +242,18 @@ def _assert_identical_results(ours, ref):
     for task in ref:
         assert list(ours[task]) == list(ref[task]), task
         for k, v in ref[task].items():
-            assert ours[task][k] == v or (math.isnan(v) and math.isnan(ours[task][k])), (task, k, ours[task][k], v)
+            assert ours[task][k] == v or (math.isnan(v) and math.isnan(ours[task][k])), (
+                task,
+                k,
+                ours[task][k],
+                v,
+            )
 
 
 @pytest.mark.parametrize("seed,max_dets", [(0, 100), (1, 100), (2, 50)])
-@pytest.mark.parametrize("gt_cats", [(1, 4), (1, 4, 7)], ids=["empty-gt-category", "all-categories"])
+@pytest.mark.parametrize(
+    "gt_cats", [(1, 4), (1, 4, 7)], ids=["empty-gt-category", "all-categories"]
+)
 def test_keypoints_identical_to_d2(tmp_path, seed, max_dets, gt_cats):
     data, make_pairs = _keypoint_set(tmp_path, seed, gt_cats)
     name = _register_json("d2ext_test_eval_keypoints", tmp_path / "kp.json", data, KP_CATS)
@@ -254,6 +283,7 @@ def test_bad_inputs_raise_the_exception_types_of_d2(tmp_path):
     cases = {}
     # more OKS sigmas than keypoints: D2 asserts
     cases["sigmas"] = (data, {"kpt_oks_sigmas": (0.05, 0.1, 0.15, 0.2)}, make_pairs, AssertionError)
+
     # a predicted class the dataset does not have (D2's test_unknown_category)
     def unknown_class():
         pairs = make_pairs()
@@ -261,9 +291,13 @@ def test_bad_inputs_raise_the_exception_types_of_d2(tmp_path):
         return pairs
 
     cases["class"] = (data, {}, unknown_class, AssertionError)
+
     # results for an image the ground truth does not have: pycocotools' loadRes asserts
     def unknown_image():
-        return [(dict(inp, image_id=99), out) if i == 0 else (inp, out) for i, (inp, out) in enumerate(make_pairs())]
+        return [
+            (dict(inp, image_id=99), out) if i == 0 else (inp, out)
+            for i, (inp, out) in enumerate(make_pairs())
+        ]
 
     cases["image"] = (data, {}, unknown_image, AssertionError)
     # ground-truth annotations without fields pycocotools' COCOeval reads
@@ -295,7 +329,9 @@ def test_unknown_category_is_an_assertion_error_with_a_clear_message(coco_gt):
         evaluator.process([inp], [{"instances": pred}])
         with pytest.raises(AssertionError):
             evaluator.evaluate()
-    with pytest.raises(COCOEvalInputError, match=rf"image_id={inp['image_id']}.*class=10.*3 classes"):
+    with pytest.raises(
+        COCOEvalInputError, match=rf"image_id={inp['image_id']}.*class=10.*3 classes"
+    ):
         evaluator.evaluate()
     assert issubclass(COCOEvalInputError, ValueError)
 
@@ -321,7 +357,11 @@ def test_batched_segm_results_equal_load_res(coco_gt):
         b = ours.anns[i]
         assert a.keys() == b.keys()
         for k in a:
-            assert np.array_equal(np.asarray(a[k]), np.asarray(b[k])) if k != "segmentation" else a[k] == b[k], k
+            assert (
+                np.array_equal(np.asarray(a[k]), np.asarray(b[k]))
+                if k != "segmentation"
+                else a[k] == b[k]
+            ), k
     assert ours.dataset["categories"] == ref.dataset["categories"]
     assert [i["id"] for i in ours.dataset["images"]] == [i["id"] for i in ref.dataset["images"]]
     with pytest.raises(ValueError, match="not in the ground truth"):

@@ -25,7 +25,10 @@ def _model_outputs(dataset, seed, with_segments_info=True):
     meta = MetadataCatalog.get(dataset)
     with open(meta.panoptic_json) as f:
         gt = json.load(f)
-    to_contiguous = {**meta.thing_dataset_id_to_contiguous_id, **meta.stuff_dataset_id_to_contiguous_id}
+    to_contiguous = {
+        **meta.thing_dataset_id_to_contiguous_id,
+        **meta.stuff_dataset_id_to_contiguous_id,
+    }
     rng = np.random.default_rng(seed)
     pairs = []
     for ann in gt["annotations"]:
@@ -46,7 +49,10 @@ def _model_outputs(dataset, seed, with_segments_info=True):
             for k, s in enumerate(segments):
                 labels[pred == s["id"]] = to_contiguous[s["category_id"]] * meta.label_divisor + k
             out = (torch.from_numpy(labels), None)
-        inp = {"image_id": ann["image_id"], "file_name": f"/data/images/{ann['file_name'][:-4]}.jpg"}
+        inp = {
+            "image_id": ann["image_id"],
+            "file_name": f"/data/images/{ann['file_name'][:-4]}.jpg",
+        }
         pairs.append((inp, {"panoptic_seg": out}))
     return pairs
 
@@ -64,17 +70,23 @@ def test_same_results_and_files_as_d2(panoptic_gt, tmp_path, seed, with_segments
     name = panoptic_gt[0]
     # fresh outputs for each: D2's process() edits segments_info and the id maps in place
     ref = _run(
-        COCOPanopticEvaluator(name, str(tmp_path / "d2")), _model_outputs(name, seed, with_segments_info)
+        COCOPanopticEvaluator(name, str(tmp_path / "d2")),
+        _model_outputs(name, seed, with_segments_info),
     )
     ours = _run(
         FastCOCOPanopticEvaluator(name, str(tmp_path / "ours")),
         _model_outputs(name, seed, with_segments_info),
     )
-    assert list(ours) == ["panoptic_seg"] and list(ours["panoptic_seg"]) == list(ref["panoptic_seg"])
+    assert list(ours) == ["panoptic_seg"] and list(ours["panoptic_seg"]) == list(
+        ref["panoptic_seg"]
+    )
     for k, v in ref["panoptic_seg"].items():
         assert abs(ours["panoptic_seg"][k] - v) <= 1e-7, k  # percent: 1e-9 on [0, 1]
     assert 0 < ours["panoptic_seg"]["PQ"] < 100
-    with open(tmp_path / "d2" / "predictions.json") as f1, open(tmp_path / "ours" / "predictions.json") as f2:
+    with (
+        open(tmp_path / "d2" / "predictions.json") as f1,
+        open(tmp_path / "ours" / "predictions.json") as f2,
+    ):
         assert json.load(f1) == json.load(f2)
 
 
@@ -89,7 +101,9 @@ def test_bad_prediction_names_image_and_segment(panoptic_gt):
     ):
         ev.process([inp], [{"panoptic_seg": (ids, info[1:])}])
     with pytest.raises(KeyError, match=rf"image_id={inp['image_id']}.*unknown category_id"):
-        ev.process([inp], [{"panoptic_seg": (ids, [dict(s, isthing=None, category_id=999) for s in info])}])
+        ev.process(
+            [inp], [{"panoptic_seg": (ids, [dict(s, isthing=None, category_id=999) for s in info])}]
+        )
     ev.process([inp], [out])
     with pytest.raises(KeyError, match="no prediction for the image with id"):
         ev.evaluate()
@@ -109,6 +123,7 @@ def test_build_evaluator_dispatch(coco_gt, tmp_path):
 
 def test_build_evaluator_panoptic(tmp_path):
     from d2ext.data import synthetic
+
     synthetic.ensure_synthetic_generated("synth_panoptic_val")
     # standard registration: no semantic gt, so no SemSegEvaluator
     evs = build_evaluator(_cfg(True), "synth_panoptic_val", str(tmp_path))
@@ -119,7 +134,6 @@ def test_build_evaluator_panoptic(tmp_path):
         "COCOEvaluator",
         "COCOPanopticEvaluator",
     ]
-
 
 
 def test_build_evaluator_table(tmp_path, monkeypatch):
@@ -133,7 +147,9 @@ def test_build_evaluator_table(tmp_path, monkeypatch):
             DatasetCatalog.remove(name)
             MetadataCatalog.remove(name)
         DatasetCatalog.register(name, lambda: [])
-        MetadataCatalog.get(name).set(evaluator_type=evaluator_type, stuff_classes=["a", "b"], ignore_label=255)
+        MetadataCatalog.get(name).set(
+            evaluator_type=evaluator_type, stuff_classes=["a", "b"], ignore_label=255
+        )
         return name
 
     assert list(EVALUATOR_BUILDERS) == ["coco", "coco_panoptic_seg", "sem_seg"]

@@ -53,10 +53,16 @@ def _encode_png(pixels: np.ndarray, filters, depth=8, interlace=0) -> bytes:
         rows.append(bytes([kind]) + _filter_row(kind, flat[y], prev, c).tobytes())
         prev = flat[y]
     data = zlib.compress(b"".join(rows), 6)
-    thirds = [data[: len(data) // 3], data[len(data) // 3 : 2 * len(data) // 3], data[2 * len(data) // 3 :]]
+    thirds = [
+        data[: len(data) // 3],
+        data[len(data) // 3 : 2 * len(data) // 3],
+        data[2 * len(data) // 3 :],
+    ]
     header = struct.pack(">IIBBBBB", w, h, depth, {3: 2, 4: 6}[c], 0, 0, interlace)
     return (
-        b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + b"".join(_chunk(b"IDAT", t) for t in thirds)
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", header)
+        + b"".join(_chunk(b"IDAT", t) for t in thirds)
         + _chunk(b"IEND", b"")
     )
 
@@ -142,17 +148,24 @@ def test_corrupt_and_unsupported_pngs(tmp_path):
         "truncated.png": (good[:-30], "truncated|no IHDR or no IDAT"),
     }
     # a scanline filter type of 7 (valid: 0-4)
-    raw = bytearray(zlib.decompress(zlib.compress(b"".join(bytes([0]) + bytes(24) for _ in range(8)))))
+    raw = bytearray(
+        zlib.decompress(zlib.compress(b"".join(bytes([0]) + bytes(24) for _ in range(8))))
+    )
     raw[0] = 7
     header = struct.pack(">IIBBBBB", 8, 8, 8, 2, 0, 0, 0)
     cases["filter.png"] = (
-        b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(bytes(raw)))
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", header)
+        + _chunk(b"IDAT", zlib.compress(bytes(raw)))
         + _chunk(b"IEND", b""),
         "filter type 7",
     )
     short = zlib.compress(bytes(10))
     cases["short.png"] = (
-        b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", short) + _chunk(b"IEND", b""),
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", header)
+        + _chunk(b"IDAT", short)
+        + _chunk(b"IEND", b""),
         "corrupt PNG",
     )
     for name, (data, match) in cases.items():

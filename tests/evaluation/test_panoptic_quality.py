@@ -78,7 +78,9 @@ def _assert_same(gt_json, pred_json, gt_dir, pred_dir):
     return ours
 
 
-@pytest.mark.parametrize("seed,kw", [(0, {}), (1, {"op_prob": 0.03}), (2, {"op_prob": 0.2, "max_shift": 2})])
+@pytest.mark.parametrize(
+    "seed,kw", [(0, {}), (1, {"op_prob": 0.03}), (2, {"op_prob": 0.2, "max_shift": 2})]
+)
 def test_tiny_set_perturbations(panoptic_gt, tmp_path, eval_ops_route, seed, kw):
     # eval_ops_route "fallback": OpenCV decoding and lookup-table matching
     _, gt_json, gt_dir = panoptic_gt
@@ -97,7 +99,10 @@ def test_identity_is_perfect(panoptic_gt):
 
 def test_real_coco_samples(tmp_path, require_shared):
     real = require_shared("real_samples", "coco_panoptic")
-    gt_json, gt_dir = os.path.join(real, "panoptic_examples.json"), os.path.join(real, "panoptic_examples")
+    gt_json, gt_dir = (
+        os.path.join(real, "panoptic_examples.json"),
+        os.path.join(real, "panoptic_examples"),
+    )
     for seed in range(2):
         pred_json = _write_predictions(gt_json, gt_dir, str(tmp_path / str(seed)), seed)
         _assert_same(gt_json, pred_json, gt_dir, str(tmp_path / str(seed)))
@@ -138,7 +143,10 @@ def test_void_overlap_leaves_the_union_and_ignores_predictions():
     gt = [[1, 1, 0, 0, 0]]
     pred = [[5, 5, 5, 6, 6]]
     s = _stats(
-        gt, [{"id": 1, "category_id": 1}], pred, [{"id": 5, "category_id": 1}, {"id": 6, "category_id": 2}]
+        gt,
+        [{"id": 1, "category_id": 1}],
+        pred,
+        [{"id": 5, "category_id": 1}, {"id": 6, "category_id": 2}],
     )
     assert s[1] == (1.0, 1, 0, 0)  # IoU = 2 / (3 + 2 - 2 - 1)
     assert 2 not in s  # pred 6 lies on VOID only: not a FP
@@ -188,7 +196,9 @@ def test_bad_predictions_name_image_and_segment():
     gt = np.array([[1, 1, 0]])
     gt_segs = [{"id": 1, "category_id": 1, "area": 2, "iscrowd": 0}]
     with pytest.raises(KeyError, match=r"image_id=42.*\[6\].*in the PNG but not in segments_info"):
-        panoptic_image_stats(gt, gt_segs, np.array([[5, 6, 0]]), [{"id": 5, "category_id": 1}], CATS, 42)
+        panoptic_image_stats(
+            gt, gt_segs, np.array([[5, 6, 0]]), [{"id": 5, "category_id": 1}], CATS, 42
+        )
     with pytest.raises(KeyError, match=r"image_id=42.*\[7\].*in segments_info but not in the PNG"):
         panoptic_image_stats(
             gt,
@@ -199,13 +209,21 @@ def test_bad_predictions_name_image_and_segment():
             42,
         )
     with pytest.raises(KeyError, match=r"image_id=42.*segment id 5 has unknown category_id 99"):
-        panoptic_image_stats(gt, gt_segs, np.array([[5, 5, 0]]), [{"id": 5, "category_id": 99}], CATS, 42)
+        panoptic_image_stats(
+            gt, gt_segs, np.array([[5, 5, 0]]), [{"id": 5, "category_id": 99}], CATS, 42
+        )
     with pytest.raises(ValueError, match=r"image_id=42.*one size"):
-        panoptic_image_stats(gt, gt_segs, np.array([[5, 5]]), [{"id": 5, "category_id": 1}], CATS, 42)
+        panoptic_image_stats(
+            gt, gt_segs, np.array([[5, 5]]), [{"id": 5, "category_id": 1}], CATS, 42
+        )
     with pytest.raises(ValueError, match=r"image_id=42.*outside"):
-        panoptic_image_stats(gt, gt_segs, np.array([[-1, 5, 5]]), [{"id": 5, "category_id": 1}], CATS, 42)
+        panoptic_image_stats(
+            gt, gt_segs, np.array([[-1, 5, 5]]), [{"id": 5, "category_id": 1}], CATS, 42
+        )
     with pytest.raises(ValueError, match=r"image_id=42: predicted segment id 0"):
-        panoptic_image_stats(gt, gt_segs, np.array([[0, 0, 0]]), [{"id": 0, "category_id": 1}], CATS, 42)
+        panoptic_image_stats(
+            gt, gt_segs, np.array([[0, 0, 0]]), [{"id": 0, "category_id": 1}], CATS, 42
+        )
 
 
 def test_missing_prediction_and_folder(panoptic_gt, tmp_path):
@@ -228,7 +246,10 @@ def test_image_stats_same_with_and_without_the_extension(without_eval_ops):
     pred[pred == 77] = 2
     pred[10:12] = 9
     cats = {c: {"id": c, "isthing": int(c < 4)} for c in range(1, 6)}
-    gt_segs = [{"id": i, "category_id": i, "area": int((gt == i).sum()), "iscrowd": int(i == 5)} for i in range(1, 6)]
+    gt_segs = [
+        {"id": i, "category_id": i, "area": int((gt == i).sum()), "iscrowd": int(i == 5)}
+        for i in range(1, 6)
+    ]
     pred_segs = [{"id": i, "category_id": i} for i in range(1, 6)] + [{"id": 9, "category_id": 3}]
     fast = panoptic_image_stats(gt, gt_segs, pred, pred_segs, cats, 1)
     with without_eval_ops():
@@ -239,7 +260,9 @@ def test_image_stats_same_with_and_without_the_extension(without_eval_ops):
     # the errors are the same on both paths
     for route in (contextlib.nullcontext, without_eval_ops):
         with route():
-            with pytest.raises(KeyError, match=r"image_id=3.*\[5, 9\].*in the PNG but not in segments_info"):
+            with pytest.raises(
+                KeyError, match=r"image_id=3.*\[5, 9\].*in the PNG but not in segments_info"
+            ):
                 panoptic_image_stats(gt, gt_segs, pred, pred_segs[:4], cats, 3)
             with pytest.raises(ValueError, match=r"image_id=3.*outside"):
                 panoptic_image_stats(gt, gt_segs, pred - 1, pred_segs, cats, 3)

@@ -54,7 +54,9 @@ def test_dtypes_follow_d2_uint8_cast():
     probs = rng.random((3, 9, 16)).astype(np.float32) * 2  # D2 casts to uint8: 0.x -> 0, 1.x -> 1
     expect = _reference(probs.astype(np.uint8))
     assert encode_masks(torch.from_numpy(probs)) == expect
-    assert encode_masks(torch.from_numpy(probs.astype(np.uint8) * 3)) == _reference(probs.astype(np.uint8))
+    assert encode_masks(torch.from_numpy(probs.astype(np.uint8) * 3)) == _reference(
+        probs.astype(np.uint8)
+    )
 
 
 def test_empty_inputs():

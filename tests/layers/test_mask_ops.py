@@ -3,6 +3,7 @@
 Booleans must be identical except threshold ties: a pixel may only differ where the float value
 computed by the torch chain is within 1e-6 of the threshold (FMA contraction, see mask_ops.py).
 """
+
 import glob
 import os
 import subprocess
@@ -10,9 +11,8 @@ import sys
 
 import pytest
 import torch
-from torch.nn import functional as F
-
 from detectron2.layers.mask_ops import paste_masks_in_image
+from torch.nn import functional as F
 
 import d2ext.layers.mask_ops as mo
 from d2ext.layers import (
@@ -32,7 +32,10 @@ needs_ext = pytest.mark.skipif(not extension_available(), reason="d2ext._C not b
 TIE = 1e-6
 # the compiled ops replay the FMA rounding of torch's AVX2/AVX512 kernels; without the extension
 # the references (D2's paste itself) run: identical booleans in both cases (mask_ops.py)
-BIT_EXACT = not extension_available() or torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
+BIT_EXACT = not extension_available() or torch.backends.cpu.get_cpu_capability() in (
+    "AVX2",
+    "AVX512",
+)
 
 
 def assert_same_but_ties(ours, ref, values, threshold):
@@ -92,7 +95,9 @@ def paste_inputs(n, m=28, img_hw=(61, 83), smooth=False, seed=0):
         masks = torch.rand(n, m, m, generator=g)
     h, w = img_hw
     xy = torch.rand(n, 2, generator=g) * torch.tensor([w, h]) - 5
-    boxes = torch.cat([xy, xy + torch.rand(n, 2, generator=g) * torch.tensor([w, h]) * 0.7 + 0.5], dim=1)
+    boxes = torch.cat(
+        [xy, xy + torch.rand(n, 2, generator=g) * torch.tensor([w, h]) * 0.7 + 0.5], dim=1
+    )
     boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)  # D2 predictors clip boxes to the image
     boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
     if n >= 4:
@@ -119,7 +124,9 @@ def test_resize_threshold_matches_torch(out_hw):
     h, w = out_hw
     gx = (torch.arange(w, dtype=torch.float32) + 0.5) / w * 2 - 1
     gy = (torch.arange(h, dtype=torch.float32) + 0.5) / h * 2 - 1
-    grid = torch.stack([gx[None].expand(h, w), gy[:, None].expand(h, w)], 2)[None].expand(4, h, w, 2)
+    grid = torch.stack([gx[None].expand(h, w), gy[:, None].expand(h, w)], 2)[None].expand(
+        4, h, w, 2
+    )
     gs = F.grid_sample(x[:, None], grid, align_corners=False)[:, 0]
     assert_same_but_ties(resize_threshold(x, out_hw, 0.5, "grid_sample"), gs >= 0.5, gs, 0.5)
 
@@ -129,7 +136,9 @@ def test_resize_threshold_matches_torch(out_hw):
 def test_resize_threshold_ext_vs_reference(convention):
     x = torch.rand(3, 9, 14, generator=torch.Generator().manual_seed(2))
     for out_hw, thr in [((31, 20), 0.5), ((9, 14), 0.3), ((1, 1), 0.0), ((0, 5), 0.5)]:
-        ours = torch.ops.d2ext.resize_threshold(x, out_hw[0], out_hw[1], thr, convention == "grid_sample")
+        ours = torch.ops.d2ext.resize_threshold(
+            x, out_hw[0], out_hw[1], thr, convention == "grid_sample"
+        )
         ref = resize_threshold_reference(x, out_hw, thr, convention)
         assert torch.equal(ours, ref), (out_hw, thr)
     empty = torch.ops.d2ext.resize_threshold(x[:0], 5, 6, 0.5, convention == "grid_sample")
@@ -138,7 +147,8 @@ def test_resize_threshold_ext_vs_reference(convention):
 
 @needs_ext
 @pytest.mark.skipif(
-    torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"), reason="torch rounds without FMA here"
+    torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"),
+    reason="torch rounds without FMA here",
 )
 def test_bit_exact_at_threshold_ties():
     """Thresholds equal to exact pixel values: any 1-ulp difference would flip that pixel."""
@@ -156,7 +166,13 @@ def test_bit_exact_at_threshold_ties():
 
 # ----------------------------------------------------------------------------- YOLACT
 @pytest.mark.parametrize(
-    "n,k,out_hw,thr,pad", [(12, 8, (57, 71), 0.5, 1), (7, 1, (40, 33), 0.5, 0), (9, 4, (23, 31), 0.7, 2), (0, 3, (20, 30), 0.5, 1)]
+    "n,k,out_hw,thr,pad",
+    [
+        (12, 8, (57, 71), 0.5, 1),
+        (7, 1, (40, 33), 0.5, 0),
+        (9, 4, (23, 31), 0.7, 2),
+        (0, 3, (20, 30), 0.5, 1),
+    ],
 )
 def test_assemble_masks_matches_original_chain(n, k, out_hw, thr, pad):
     protos, coeffs, boxes = yolact_inputs(n, k)
@@ -164,15 +180,21 @@ def test_assemble_masks_matches_original_chain(n, k, out_hw, thr, pad):
     ours = assemble_masks(protos, coeffs, boxes, out_hw, thr, pad)
     assert ours.shape == (n, *out_hw) and ours.dtype == torch.bool
     assert_same_but_ties(ours, values > thr, values, thr)
-    assert_same_but_ties(assemble_masks_reference(protos, coeffs, boxes, out_hw, thr, pad), values > thr, values, thr)
+    assert_same_but_ties(
+        assemble_masks_reference(protos, coeffs, boxes, out_hw, thr, pad), values > thr, values, thr
+    )
 
 
 @needs_ext
 def test_assemble_masks_ext_vs_reference():
-    for seed, (n, k, out_hw) in enumerate([(20, 8, (97, 130)), (6, 1, (23, 31)), (8, 32, (11, 200)), (0, 4, (5, 5))]):
+    for seed, (n, k, out_hw) in enumerate(
+        [(20, 8, (97, 130)), (6, 1, (23, 31)), (8, 32, (11, 200)), (0, 4, (5, 5))]
+    ):
         protos, coeffs, boxes = yolact_inputs(n, k, seed=seed)
         for thr, pad in [(0.5, 1), (0.0, 0), (0.9, 3)]:
-            ours = torch.ops.d2ext.assemble_masks(protos, coeffs, boxes, out_hw[0], out_hw[1], thr, pad)
+            ours = torch.ops.d2ext.assemble_masks(
+                protos, coeffs, boxes, out_hw[0], out_hw[1], thr, pad
+            )
             ref = assemble_masks_reference(protos, coeffs, boxes, out_hw, thr, pad)
             assert torch.equal(ours, ref), (seed, thr, pad)
 
@@ -214,14 +236,18 @@ def test_paste_masks_accepts_boxes_and_empty():
     from detectron2.structures import Boxes
 
     masks, boxes = paste_inputs(3)
-    assert torch.equal(paste_masks(masks, Boxes(boxes), (61, 83)), paste_masks(masks, boxes, (61, 83)))
+    assert torch.equal(
+        paste_masks(masks, Boxes(boxes), (61, 83)), paste_masks(masks, boxes, (61, 83))
+    )
     empty = paste_masks(masks[:0], boxes[:0], (20, 30))
     assert empty.shape == (0, 20, 30) and empty.dtype == torch.bool
 
 
 def test_paste_masks_boxes_outside_image_are_empty():
     masks = torch.ones(4, 14, 14)
-    boxes = torch.tensor([[100.0, 5, 120, 20], [-30, -30, -5, -2], [20, 10, 5, 30], [-10, -10, 5, 5]])
+    boxes = torch.tensor(
+        [[100.0, 5, 120, 20], [-30, -30, -5, -2], [20, 10, 5, 30], [-10, -10, 5, 5]]
+    )
     out = paste_masks(masks, boxes, (40, 50))
     assert not out[:3].any()  # D2 itself fails on these (arange with end < start)
     assert out[3, :5, :5].all() and not out[3, 6:].any()  # partly inside: pasted, clipped
@@ -280,8 +306,12 @@ torch.save([assemble_masks(p, c, b, (57, 71)), paste_masks(m, bx, (61, 83)),
     p, c, b = yolact_inputs(12, 8)
     m, bx = paste_inputs(10)
     x = torch.rand(3, 9, 11, generator=torch.Generator().manual_seed(0))
-    here = [assemble_masks(p, c, b, (57, 71)), paste_masks(m, bx, (61, 83)),
-            resize_threshold(x, (20, 30), 0.5, "interpolate"), resize_threshold(x, (20, 30), 0.5, "grid_sample")]
+    here = [
+        assemble_masks(p, c, b, (57, 71)),
+        paste_masks(m, bx, (61, 83)),
+        resize_threshold(x, (20, 30), 0.5, "interpolate"),
+        resize_threshold(x, (20, 30), 0.5, "grid_sample"),
+    ]
     for a, f in zip(here, fallback):
         assert torch.equal(a, f)
 
@@ -340,7 +370,10 @@ def test_box_crop_region_follows_the_original_bounds():
     # bounds in the boxes' dtype: float32(0.2) * 10 rounds to 2.0 in float32 (column 2 kept, as
     # in the float32 original) but is 2.0000000298 in float64 (column 2 dropped)
     b = torch.tensor([[0.2, 0.0, 0.55, 0.3]])
-    assert box_crop_region(b, 8, 10, 0)[0, 0, 2] == 1 and box_crop_region(b.double(), 8, 10, 0)[0, 0, 2] == 0
+    assert (
+        box_crop_region(b, 8, 10, 0)[0, 0, 2] == 1
+        and box_crop_region(b.double(), 8, 10, 0)[0, 0, 2] == 0
+    )
     with pytest.raises(ValueError, match="crop_masks"):
         crop_masks(torch.rand(2, 8, 10), torch.rand(3, 4))
 

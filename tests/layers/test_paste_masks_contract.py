@@ -1,18 +1,17 @@
 """:func:`d2ext.layers.paste_masks` as a drop-in for D2's ``paste_masks_in_image``: the cases of
 D2's tests/layers/test_mask_ops.py (``test_paste_mask_scriptable``, the bool masks of
 ``test_crop_paste_consistency``), tracing, and the documented empty-output dtype."""
+
 import numpy as np
 import pytest
 import torch
-
 from detectron2.layers.mask_ops import paste_masks_in_image
 from detectron2.structures import BitMasks, Boxes, PolygonMasks, polygons_to_bitmask
 from detectron2.utils.testing import random_boxes
+from test_mask_ops import assert_same_but_ties, paste_inputs, paste_values
 
 from d2ext.layers import paste_masks
 from d2ext.layers.mask_ops import paste_mask_values
-
-from test_mask_ops import assert_same_but_ties, paste_inputs, paste_values
 
 
 def test_paste_masks_scriptable():
@@ -23,7 +22,9 @@ def test_paste_masks_scriptable():
     boxes = Boxes(random_boxes(10, 100)).tensor
     out = paste_masks(masks, boxes, (150, 150))
     assert torch.equal(scripted(masks, boxes, (150, 150)), out)
-    assert torch.equal(scripted(masks, boxes, (150, 150)), paste_masks_in_image(masks, boxes, (150, 150)))
+    assert torch.equal(
+        scripted(masks, boxes, (150, 150)), paste_masks_in_image(masks, boxes, (150, 150))
+    )
     # the scripted function keeps the eager checks and behaviour
     assert scripted(masks[:0], boxes[:0], (20, 30)).shape == (0, 20, 30)
     outside = boxes.clone()

@@ -5,11 +5,11 @@ The paste kernel replays torch's float32 rounding, so on CPUs where torch's kern
 masks are bit-identical; elsewhere only pixels whose pasted value is within 1e-6 of the threshold
 (exact ties) may differ (see d2ext/layers/mask_ops.py).
 """
+
 from unittest import mock
 
 import pytest
 import torch
-
 from detectron2 import model_zoo
 from detectron2.config import get_cfg
 from detectron2.modeling import GeneralizedRCNN, PanopticFPN, build_model, detector_postprocess
@@ -20,7 +20,10 @@ from d2ext import add_d2ext_config
 from d2ext.layers import extension_available
 from d2ext.layers.mask_ops import paste_mask_values
 
-BIT_EXACT = not extension_available() or torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
+BIT_EXACT = not extension_available() or torch.backends.cpu.get_cpu_capability() in (
+    "AVX2",
+    "AVX512",
+)
 TIE = 1e-6
 
 
@@ -94,7 +97,11 @@ def assert_same_instances(a, b, values):
 
 @pytest.fixture(scope="module")
 def mask_rcnn_pair():
-    return build_pair("COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml", "GeneralizedRCNN", "FastGeneralizedRCNN")
+    return build_pair(
+        "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml",
+        "GeneralizedRCNN",
+        "FastGeneralizedRCNN",
+    )
 
 
 def test_fast_generalized_rcnn_matches_stock_mask_rcnn(mask_rcnn_pair):
@@ -117,7 +124,9 @@ def test_fast_generalized_rcnn_other_inference_paths(mask_rcnn_pair):
         assert isinstance(raw.pred_masks, torch.Tensor) and raw.pred_masks.shape[1] == 1
         assert not ours.roi_heads.mask_head._forward_hooks
         # given boxes (mask head only) also goes through the fast paste
-        boxes_only = Instances(raw.image_size, pred_boxes=raw.pred_boxes, pred_classes=raw.pred_classes)
+        boxes_only = Instances(
+            raw.image_size, pred_boxes=raw.pred_boxes, pred_classes=raw.pred_classes
+        )
         with mock.patch.object(fast_paste, "paste_masks", wraps=fast_paste.paste_masks) as spy:
             given = ours.inference(small, detected_instances=[boxes_only])[0]["instances"]
     assert spy.call_count == 1 and given.pred_masks.shape == (len(raw), 96, 120)
@@ -148,7 +157,9 @@ def assert_same_panoptic(expected, got, values):
 
 
 def test_fast_panoptic_fpn_matches_stock():
-    ref, ours = build_pair("COCO-PanopticSegmentation/Base-Panoptic-FPN.yaml", "PanopticFPN", "FastPanopticFPN")
+    ref, ours = build_pair(
+        "COCO-PanopticSegmentation/Base-Panoptic-FPN.yaml", "PanopticFPN", "FastPanopticFPN"
+    )
     with torch.no_grad():
         expected = ref(inputs())[0]
         with mock.patch.object(fast_paste, "paste_masks", wraps=fast_paste.paste_masks) as spy:
@@ -170,7 +181,10 @@ def test_fast_panoptic_fpn_with_confident_detections():
     "class 1" with probability e^5 / (e^5 + 3) = 0.98 for every proposal and keeps the proposal
     boxes, so the panoptic output holds thing segments built from the pasted masks."""
     ref, ours = build_pair(
-        "COCO-PanopticSegmentation/Base-Panoptic-FPN.yaml", "PanopticFPN", "FastPanopticFPN", confident_panoptic_cfg
+        "COCO-PanopticSegmentation/Base-Panoptic-FPN.yaml",
+        "PanopticFPN",
+        "FastPanopticFPN",
+        confident_panoptic_cfg,
     )
     for model in (ref, ours):
         predictor = model.roi_heads.box_predictor
@@ -186,7 +200,11 @@ def test_fast_panoptic_fpn_with_confident_detections():
             got = ours(inputs())[0]
     assert spy.call_count == 1
     inst = got["instances"]
-    assert len(inst) >= 5 and bool((inst.scores > 0.5).all()) and set(inst.pred_classes.tolist()) == {1}
+    assert (
+        len(inst) >= 5
+        and bool((inst.scores > 0.5).all())
+        and set(inst.pred_classes.tolist()) == {1}
+    )
     assert 0 < inst.pred_masks.float().mean() < 1
     info = assert_same_panoptic(expected, got, pasted_values(ref, inputs(), expected["instances"]))
     things = [s for s in info if s["isthing"]]
@@ -198,7 +216,10 @@ def test_fast_panoptic_fpn_with_confident_detections():
 def test_fast_paste_mixin_is_shared():
     """One ``fast_paste_masks`` switch for both classes; scripting prepares the stock class on
     the same parameters."""
-    for fast, stock in ((fast_paste.FastGeneralizedRCNN, GeneralizedRCNN), (fast_paste.FastPanopticFPN, PanopticFPN)):
+    for fast, stock in (
+        (fast_paste.FastGeneralizedRCNN, GeneralizedRCNN),
+        (fast_paste.FastPanopticFPN, PanopticFPN),
+    ):
         assert issubclass(fast, fast_paste.FastPasteMixin) and issubclass(fast, stock)
         assert "__init__" not in vars(fast) and "from_config" not in vars(fast)
     cfg = small_cfg("COCO-PanopticSegmentation/Base-Panoptic-FPN.yaml", "FastPanopticFPN")
@@ -219,7 +240,9 @@ def test_fast_paste_mixin_is_shared():
 def test_pasted_roi_masks_keeps_its_type():
     masks = fast_paste.PastedROIMasks(torch.rand(5, 28, 28))
     sub = masks[torch.tensor([True, False, True, False, True])]
-    assert isinstance(sub, fast_paste.PastedROIMasks) and isinstance(sub, ROIMasks) and len(sub) == 3
+    assert (
+        isinstance(sub, fast_paste.PastedROIMasks) and isinstance(sub, ROIMasks) and len(sub) == 3
+    )
     assert isinstance(masks.to(torch.device("cpu")), fast_paste.PastedROIMasks)
     with pytest.raises(ValueError):
         masks[0]

@@ -2,23 +2,22 @@
 tests/test_export_torchscript.py, tracing with D2's ``TracingAdapter`` and flop counting as in
 D2's tests/test_model_analysis.py (``MaskRCNNTest.test_flop``), also with
 :func:`d2ext.layers.paste_masks` substituted for D2's ``paste_masks_in_image`` as a user would."""
+
 from unittest import mock
 
 import pytest
 import torch
-from torch import Tensor
-
 from detectron2.export import TracingAdapter, scripting_with_instances
 from detectron2.export.torchscript_patch import _clear_jit_cache
 from detectron2.structures import Boxes
 from detectron2.utils.analysis import flop_count_operators
 from detectron2.utils.testing import assert_instances_allclose, reload_script_model
+from test_fast_paste import build_pair
+from torch import Tensor
 
 import d2ext.layers.mask_ops as d2ext_mask_ops
 import d2ext.modeling.postprocess.fast_paste as fast_paste
 from d2ext.layers import paste_masks
-
-from test_fast_paste import build_pair
 
 MASK_RCNN = "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml"
 
@@ -74,7 +73,10 @@ def test_trace_fast_generalized_rcnn_with_postprocess(pair, sizes):
 
     adapter = TracingAdapter(ours, (image(),), inference_func)
     adapter.eval()
-    with torch.no_grad(), mock.patch.object(fast_paste, "paste_masks", wraps=fast_paste.paste_masks) as spy:
+    with (
+        torch.no_grad(),
+        mock.patch.object(fast_paste, "paste_masks", wraps=fast_paste.paste_masks) as spy,
+    ):
         traced = torch.jit.trace(adapter, (image(48, 60, seed=2),), check_trace=False)
     assert spy.call_count == (1 if sizes == "int" else 0)
     test_image = image(72, 96, seed=3)
@@ -83,7 +85,9 @@ def test_trace_fast_generalized_rcnn_with_postprocess(pair, sizes):
         stock = inference_func(ref, test_image)
         got = adapter.outputs_schema(traced(test_image))
     assert len(eager) > 0 and got.pred_masks.dtype == torch.bool
-    assert got.pred_masks.shape == ((len(eager), 90, 100) if sizes == "int" else (len(eager), 72, 96))
+    assert got.pred_masks.shape == (
+        (len(eager), 90, 100) if sizes == "int" else (len(eager), 72, 96)
+    )
     assert_instances_allclose(eager, got, size_as_tensor=True)
     assert_instances_allclose(stock, got, size_as_tensor=True)
     assert torch.equal(eager.pred_masks, got.pred_masks)

@@ -8,13 +8,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from panopticapi.utils import rgb2id
-from PIL import Image
-
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 from detectron2.structures import BitMasks, Instances
 from detectron2.utils.events import EventStorage
+from panopticapi.utils import rgb2id
+from PIL import Image
 
 from d2ext import add_d2ext_config
 from d2ext.modeling.upsnet import DeformConvWithOffset, UPSNet
@@ -158,8 +157,12 @@ def test_deform_conv_starts_as_plain_conv():
 
 
 def test_outputs_work_with_d2_panoptic_evaluator_and_visualizer(tmp_path):
-    from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
-    from detectron2.data import build_detection_test_loader
+    from detectron2.data import (
+        DatasetCatalog,
+        DatasetMapper,
+        MetadataCatalog,
+        build_detection_test_loader,
+    )
     from detectron2.evaluation import COCOPanopticEvaluator, inference_on_dataset
     from detectron2.utils.visualizer import Visualizer
 
@@ -210,12 +213,19 @@ def test_outputs_work_with_d2_panoptic_evaluator_and_visualizer(tmp_path):
                 ys, xs = torch.nonzero(region, as_tuple=True)
                 x0, y0, x1, y1 = int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
                 crop = region[y0:y1, x0:x1].float()[None, None]
-                masks.append(F.interpolate(crop, (28, 28), mode="bilinear", align_corners=False)[0, 0] * 20 - 10)
+                masks.append(
+                    F.interpolate(crop, (28, 28), mode="bilinear", align_corners=False)[0, 0] * 20
+                    - 10
+                )
                 boxes.append(torch.tensor([x0, y0, x1, y1], dtype=torch.float32))
                 classes.append(label - space.num_stuff)
         assert boxes  # each image has things
         pan, info = head.inference(
-            sem, torch.stack(boxes), torch.ones(len(boxes)), torch.tensor(classes), torch.stack(masks)
+            sem,
+            torch.stack(boxes),
+            torch.ones(len(boxes)),
+            torch.tensor(classes),
+            torch.stack(masks),
         )
         oracle.process([d], [{"panoptic_seg": (pan, info)}])
     assert oracle.evaluate()["panoptic_seg"] == {

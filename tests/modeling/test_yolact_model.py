@@ -3,33 +3,53 @@
 import numpy as np
 import pytest
 import torch
-
 from detectron2.layers import batched_nms
 from detectron2.modeling import build_model
 from detectron2.modeling.matcher import Matcher
 from detectron2.structures import BitMasks, Boxes, Instances, PolygonMasks
 from detectron2.utils.events import EventStorage
+from yolact_tiny import tiny_cfg
 
 from d2ext.layers import assemble_masks
 from d2ext.layers.prototype_masks import prototype_masks
-from d2ext.modeling.yolact import MaskIoUNet, ProtoNet, YOLACTLoss, crop_masks, fast_nms, standard_nms
+from d2ext.modeling.yolact import (
+    MaskIoUNet,
+    ProtoNet,
+    YOLACTLoss,
+    crop_masks,
+    fast_nms,
+    standard_nms,
+)
 from d2ext.modeling.yolact.loss import downsample_mask_targets, match_with_forced_best
-from yolact_tiny import tiny_cfg
 
-def make_input(h=96, w=112, boxes=((10, 12, 50, 60), (40, 30, 100, 90)), classes=(0, 2), polygons=False, seed=0):
+
+def make_input(
+    h=96, w=112, boxes=((10, 12, 50, 60), (40, 30, 100, 90)), classes=(0, 2), polygons=False, seed=0
+):
     g = torch.Generator().manual_seed(seed)
     image = (torch.rand(3, h, w, generator=g) * 255).to(torch.uint8)
     inst = Instances((h, w))
     inst.gt_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4))
     inst.gt_classes = torch.tensor(classes, dtype=torch.int64)
     if polygons:
-        inst.gt_masks = PolygonMasks([[np.array([x1, y1, x2, y1, x2, y2, x1, y2], dtype=np.float64)] for x1, y1, x2, y2 in boxes])
+        inst.gt_masks = PolygonMasks(
+            [
+                [np.array([x1, y1, x2, y1, x2, y2, x1, y2], dtype=np.float64)]
+                for x1, y1, x2, y2 in boxes
+            ]
+        )
     else:
         m = torch.zeros(len(boxes), h, w, dtype=torch.bool)
         for i, (x1, y1, x2, y2) in enumerate(boxes):
-            m[i, int(y1):int(y2), int(x1):int(x2)] = True
+            m[i, int(y1) : int(y2), int(x1) : int(x2)] = True
         inst.gt_masks = BitMasks(m)
-    return {"image": image, "instances": inst, "height": h, "width": w, "file_name": f"img{seed}.png"}
+    return {
+        "image": image,
+        "instances": inst,
+        "height": h,
+        "width": w,
+        "file_name": f"img{seed}.png",
+    }
 
 
 @pytest.fixture(scope="module")
@@ -119,11 +139,20 @@ def test_many_instances_sample_masks():
 
     # 30 positive anchors over 4 GT masks: only the sampled 10 receive a mask-loss gradient
     g = torch.Generator().manual_seed(0)
-    gt_boxes = torch.tensor([[0.1, 0.1, 0.5, 0.6], [0.4, 0.2, 0.9, 0.7], [0.0, 0.5, 0.4, 1.0], [0.3, 0.3, 0.8, 0.9]])
+    gt_boxes = torch.tensor(
+        [[0.1, 0.1, 0.5, 0.6], [0.4, 0.2, 0.9, 0.7], [0.0, 0.5, 0.4, 1.0], [0.3, 0.3, 0.8, 0.9]]
+    )
     gt_masks = torch.zeros(4, 64, 64)
     for i, (x1, y1, x2, y2) in enumerate((gt_boxes * 64).long().tolist()):
         gt_masks[i, y1:y2, x1:x2] = 1.0
-    tgt = [{"boxes": gt_boxes, "classes": torch.tensor([0, 1, 2, 0]), "masks": gt_masks, "crowd_boxes": None}]
+    tgt = [
+        {
+            "boxes": gt_boxes,
+            "classes": torch.tensor([0, 1, 2, 0]),
+            "masks": gt_masks,
+            "crowd_boxes": None,
+        }
+    ]
     cls_t = torch.zeros(1, 40, dtype=torch.long)
     cls_t[0, :30] = 1
     matches = torch.arange(40)[None] % 4
@@ -146,22 +175,42 @@ def test_mask_targets_binarised_or_soft():
     """The original's targets are bilinear + binarised; MASK_SOFT_TARGETS gives the covered
     fraction of each prototype pixel, whose upsampled 0.5 level follows a sub-pixel boundary."""
     yy, xx = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
-    disks = torch.stack([((yy - cy) ** 2 + (xx - cx) ** 2 <= r * r) for cy, cx, r in [(20.3, 30.7, 5.0), (41.0, 17.5, 7.5)]])
-    hard, soft = downsample_mask_targets(disks, (16, 16)), downsample_mask_targets(disks, (16, 16), soft=True)
+    disks = torch.stack(
+        [
+            ((yy - cy) ** 2 + (xx - cx) ** 2 <= r * r)
+            for cy, cx, r in [(20.3, 30.7, 5.0), (41.0, 17.5, 7.5)]
+        ]
+    )
+    hard, soft = (
+        downsample_mask_targets(disks, (16, 16)),
+        downsample_mask_targets(disks, (16, 16), soft=True),
+    )
     assert hard.shape == soft.shape == (2, 16, 16)
     assert set(hard.unique().tolist()) <= {0.0, 1.0}
     assert ((soft > 0) & (soft < 1)).any() and (soft >= 0).all() and (soft <= 1).all()
     # the covered fraction: area is preserved exactly at an integer stride
     torch.testing.assert_close(soft.sum(dim=(1, 2)) * 16, disks.sum(dim=(1, 2)).float())
+
     # the mask the loss asks for, decoded as at test time (bilinear up, > 0.5), fits the object better
     def iou(t):
-        up = torch.nn.functional.interpolate(t[None], (64, 64), mode="bilinear", align_corners=False)[0] > 0.5
+        up = (
+            torch.nn.functional.interpolate(
+                t[None], (64, 64), mode="bilinear", align_corners=False
+            )[0]
+            > 0.5
+        )
         return ((up & disks).sum(dim=(1, 2)) / (up | disks).sum(dim=(1, 2))).tolist()
+
     assert all(s > h for s, h in zip(iou(soft), iou(hard)))
-    assert downsample_mask_targets(torch.zeros(0, 64, 64, dtype=torch.bool), (16, 16), soft=True).shape == (0, 16, 16)
+    assert downsample_mask_targets(
+        torch.zeros(0, 64, 64, dtype=torch.bool), (16, 16), soft=True
+    ).shape == (0, 16, 16)
     # wired from the config into the loss, and the loss trains with it
     m = build_model(tiny_cfg(MASK_SOFT_TARGETS=True))
-    assert m.loss.soft_mask_targets and not build_model(tiny_cfg(MASK_SOFT_TARGETS=False)).loss.soft_mask_targets
+    assert (
+        m.loss.soft_mask_targets
+        and not build_model(tiny_cfg(MASK_SOFT_TARGETS=False)).loss.soft_mask_targets
+    )
     assert _losses(m, [make_input()])["loss_mask"] > 0
 
 
@@ -182,7 +231,9 @@ def test_mask_iou_targets_loss_and_rescoring():
     coeffs = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]], requires_grad=True)
     cls_t = torch.tensor([[2, 3]])
     tgt = [{"boxes": boxes, "classes": torch.tensor([1, 2]), "masks": gt, "crowd_boxes": None}]
-    _, (inputs, iou_t, classes) = loss._mask_loss(tgt, cls_t, torch.tensor([[0, 1]]), coeffs, protos)
+    _, (inputs, iou_t, classes) = loss._mask_loss(
+        tgt, cls_t, torch.tensor([[0, 1]]), coeffs, protos
+    )
     assert inputs.shape == (1, 16, 16) and classes.tolist() == [1]
     torch.testing.assert_close(iou_t, torch.tensor([0.5]))
     net = MaskIoUNet(cfg)
@@ -247,7 +298,11 @@ def test_inference_fields_and_empty():
         (res,) = m([x])
     inst = res["instances"]
     assert inst.image_size == (60, 70)
-    assert len(inst) > 0 and inst.pred_masks.shape[1:] == (60, 70) and inst.pred_masks.dtype == torch.bool
+    assert (
+        len(inst) > 0
+        and inst.pred_masks.shape[1:] == (60, 70)
+        and inst.pred_masks.dtype == torch.bool
+    )
     assert inst.pred_boxes.tensor[:, 2].max() <= 70 and inst.pred_boxes.tensor[:, 3].max() <= 60
     m.score_threshold = 1.0
     with torch.no_grad():
@@ -255,7 +310,11 @@ def test_inference_fields_and_empty():
     inst = res["instances"]
     assert len(inst) == 0
     assert inst.pred_masks.shape == (0, 60, 70) and inst.pred_masks.dtype == torch.bool
-    assert inst.pred_boxes.tensor.shape == (0, 4) and inst.scores.shape == (0,) and inst.pred_classes.shape == (0,)
+    assert (
+        inst.pred_boxes.tensor.shape == (0, 4)
+        and inst.scores.shape == (0,)
+        and inst.pred_classes.shape == (0,)
+    )
     m.nms_type = "standard"
     m.score_threshold = 0.05
     with torch.no_grad():
@@ -301,7 +360,12 @@ def test_fast_nms_differs_from_greedy_on_chains():
     idx, cls, sc = standard_nms(boxes, scores, iou_threshold=0.3)
     assert sorted(idx.tolist()) == [0, 2]
     # per class: the same boxes in another class are not suppressed; global top-k by score
-    idx, cls, sc = fast_nms(boxes, torch.tensor([[0.9, 0.8, 0.7], [0.1, 0.2, 0.95]]), iou_threshold=0.3, max_detections=2)
+    idx, cls, sc = fast_nms(
+        boxes,
+        torch.tensor([[0.9, 0.8, 0.7], [0.1, 0.2, 0.95]]),
+        iou_threshold=0.3,
+        max_detections=2,
+    )
     assert idx.tolist() == [2, 0] and cls.tolist() == [1, 0]
     idx, _, _ = fast_nms(boxes[:0], torch.zeros(2, 0))
     assert idx.numel() == 0
@@ -311,7 +375,15 @@ def test_crop_masks_matches_assemble_masks():
     g = torch.Generator().manual_seed(0)
     protos = torch.rand(4, 20, 24, generator=g)
     coeffs = torch.rand(5, 4, generator=g) * 2 - 1
-    boxes = torch.tensor([[0.1, 0.2, 0.5, 0.6], [0.0, 0.0, 1.0, 1.0], [0.33, 0.41, 0.37, 0.45], [0.9, 0.1, 0.6, 0.3], [0.2, 0.2, 0.21, 0.9]])
+    boxes = torch.tensor(
+        [
+            [0.1, 0.2, 0.5, 0.6],
+            [0.0, 0.0, 1.0, 1.0],
+            [0.33, 0.41, 0.37, 0.45],
+            [0.9, 0.1, 0.6, 0.3],
+            [0.2, 0.2, 0.21, 0.9],
+        ]
+    )
     ours = crop_masks(prototype_masks(protos, coeffs), boxes) > 0.5
     ref = assemble_masks(protos, coeffs, boxes, (20, 24))
     assert torch.equal(ours, ref)
@@ -322,10 +394,19 @@ def test_crop_masks_matches_assemble_masks():
 
 def test_forced_matching_and_crowd():
     loss = YOLACTLoss(tiny_cfg())
-    anchors = Boxes(torch.tensor([[0, 0, 10, 10], [0, 0, 40, 40], [50, 50, 60, 60], [100, 100, 140, 140]], dtype=torch.float32))
-    gt = Boxes(torch.tensor([[0, 0, 11, 11], [45, 45, 70, 70]], dtype=torch.float32))  # 2nd: IoU 0.16 with anchor 2
+    anchors = Boxes(
+        torch.tensor(
+            [[0, 0, 10, 10], [0, 0, 40, 40], [50, 50, 60, 60], [100, 100, 140, 140]],
+            dtype=torch.float32,
+        )
+    )
+    gt = Boxes(
+        torch.tensor([[0, 0, 11, 11], [45, 45, 70, 70]], dtype=torch.float32)
+    )  # 2nd: IoU 0.16 with anchor 2
     cls_t, matches = loss.label_anchors(anchors, gt, torch.tensor([1, 2]), None)
-    assert cls_t.tolist() == [2, 0, 3, 0] and matches[2] == 1  # the weak GT is forced onto its best anchor
+    assert (
+        cls_t.tolist() == [2, 0, 3, 0] and matches[2] == 1
+    )  # the weak GT is forced onto its best anchor
     crowd = Boxes(torch.tensor([[95, 95, 150, 150]], dtype=torch.float32))
     cls_t, _ = loss.label_anchors(anchors, gt, torch.tensor([1, 2]), crowd)
     assert cls_t.tolist() == [2, 0, 3, -1]

@@ -1,15 +1,14 @@
 """Overfit one tiny batch: proves the box, class and mask losses are wired to the right outputs
 (the masks assembled at inference must match the GT with IoU > 0.9)."""
+
 import time
 
 import numpy as np
 import pytest
 import torch
-
 from detectron2.modeling import build_model
 from detectron2.structures import BitMasks, Instances
 from detectron2.utils.events import EventStorage
-
 from test_yolact_model import tiny_cfg
 
 

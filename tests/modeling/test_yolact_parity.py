@@ -1,13 +1,13 @@
 """Parity with the official dbolya/yolact implementation, on fixtures it produced
 (``<repo>/../shared/fixtures/yolact``): converted weights must reproduce the FPN, head outputs,
 priors, Fast NMS detections and postprocessed masks."""
+
 import json
 import os
 
 import numpy as np
 import pytest
 import torch
-
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 
@@ -57,9 +57,15 @@ def _cfg_for(meta):
 def setup(fixtures):
     fx = torch.load(os.path.join(fixtures, "parity_seed0_in256_out200x300.pt"), weights_only=False)
     meta = fx["meta"]
-    assert "(128, 3" in meta["proto_net"] and "(None, -2" in meta["proto_net"] and "(128, 3" in meta["extra_head_net"]
+    assert (
+        "(128, 3" in meta["proto_net"]
+        and "(None, -2" in meta["proto_net"]
+        and "(128, 3" in meta["extra_head_net"]
+    )
     model = build_model(_cfg_for(meta)).eval()
-    sd, _ = convert_official_yolact_state_dict({k: v.float() for k, v in fx["state_dict_fp16"].items()})
+    sd, _ = convert_official_yolact_state_dict(
+        {k: v.float() for k, v in fx["state_dict_fp16"].items()}
+    )
     missing, unexpected = model.load_state_dict(sd, strict=False)
     assert not unexpected
     assert all(k.startswith("backbone.bottom_up.") for k in missing), missing
@@ -93,7 +99,9 @@ def test_priors(setup):
 def test_fast_nms_detections(setup):
     fx, model, feats, protos, deltas, logits, coeffs, anchors = setup
     with torch.no_grad():
-        boxes, classes, scores, keep = model.detect(deltas[0], torch.softmax(logits[0], -1), anchors)
+        boxes, classes, scores, keep = model.detect(
+            deltas[0], torch.softmax(logits[0], -1), anchors
+        )
     det = fx["detections"]
     assert torch.equal(classes, det["class"])
     _close(scores, det["score"], atol=1e-6)
@@ -112,7 +120,9 @@ def test_postprocessed_masks(setup):
     _close(inst.scores, pp["scores"], atol=1e-6)
     # the original truncates the clipped boxes to integers; we keep floats
     assert torch.equal(inst.pred_boxes.tensor.long(), pp["boxes"])
-    ref = np.unpackbits(pp["masks_packbits"].numpy(), axis=-1)[..., : pp["masks_shape"][-1]].astype(bool)
+    ref = np.unpackbits(pp["masks_packbits"].numpy(), axis=-1)[..., : pp["masks_shape"][-1]].astype(
+        bool
+    )
     ours = inst.pred_masks.numpy()
     assert ours.shape == ref.shape and ours.dtype == bool
     # pixels whose probability sits within float noise of 0.5 may flip; allow a handful
@@ -127,13 +137,26 @@ def test_converter_maps_every_official_key(fixtures):
         out, names = convert_official_yolact_state_dict(sd)
         assert len(names) == sum(not k.endswith("num_batches_tracked") for k in sd), name
         depth = 101 if name == "yolact_base_config" else 50
-        cfg = _cfg_for({"pred_scales": [[24], [48], [96], [192], [384]], "pred_aspect_ratios": [[[1, 0.5, 2]]],
-                        "num_classes_incl_bg": 81, "input_size": 550, "fpn_num_features": 256, "fpn_num_downsample": 2,
-                        "relu_pred_layers": True, "mask_dim": 32, "use_square_anchors": True, "nms_conf_thresh": 0.05,
-                        "nms_thresh": 0.5, "nms_top_k": 200, "max_num_detections": 100})
+        cfg = _cfg_for(
+            {
+                "pred_scales": [[24], [48], [96], [192], [384]],
+                "pred_aspect_ratios": [[[1, 0.5, 2]]],
+                "num_classes_incl_bg": 81,
+                "input_size": 550,
+                "fpn_num_features": 256,
+                "fpn_num_downsample": 2,
+                "relu_pred_layers": True,
+                "mask_dim": 32,
+                "use_square_anchors": True,
+                "nms_conf_thresh": 0.05,
+                "nms_thresh": 0.5,
+                "nms_top_k": 200,
+                "max_num_detections": 100,
+            }
+        )
         cfg.MODEL.RESNETS.DEPTH = depth
         cfg.MODEL.YOLACT.PROTO_CONV_DIM = cfg.MODEL.YOLACT.HEAD_CONV_DIM = 256
         ours = build_model(cfg).state_dict()
-        assert set(out) == set(ours), (set(out) ^ set(ours))
+        assert set(out) == set(ours), set(out) ^ set(ours)
         for k, v in out.items():
             assert v.shape == ours[k].shape, k

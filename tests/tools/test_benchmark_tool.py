@@ -1,4 +1,5 @@
 """``tools/benchmark.py`` and its cases in ``tools/benchmarks/``."""
+
 import os
 import subprocess
 import sys
@@ -13,7 +14,14 @@ def test_benchmark_lists_every_case(repo_root):
         cwd=repo_root,
     ).stdout
     names = {line.split()[0] for line in out.splitlines() if line.strip()}
-    assert {"mask_assembly", "paste_masks", "yolact_e2e", "yolact_fast_nms", "coco_eval", "pq"} <= names
+    assert {
+        "mask_assembly",
+        "paste_masks",
+        "yolact_e2e",
+        "yolact_fast_nms",
+        "coco_eval",
+        "pq",
+    } <= names
 
 
 def test_benchmark_rejects_unknown_case(repo_root):

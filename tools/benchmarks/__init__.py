@@ -5,6 +5,7 @@ A case is a function ``case(device: str, quick: bool) -> List[BenchRow]`` regist
 path: D2, torch, pycocotools, panopticapi...) in the same process, so the ratio is meaningful
 on any machine; absolute times are reported for context only.
 """
+
 import importlib
 import time
 from dataclasses import dataclass, field
@@ -49,7 +50,9 @@ def load_all_cases() -> Dict[str, Callable[..., List[BenchRow]]]:
     return BENCHMARKS
 
 
-def time_fn(fn: Callable[[], object], *, warmup: int = 1, iters: int = 5, device: str = "cpu") -> float:
+def time_fn(
+    fn: Callable[[], object], *, warmup: int = 1, iters: int = 5, device: str = "cpu"
+) -> float:
     """Median wall time of ``fn()`` in seconds (CUDA synchronised around each call)."""
     sync = torch.cuda.synchronize if str(device).startswith("cuda") else (lambda: None)
     for _ in range(warmup):

@@ -35,7 +35,9 @@ def _dataset(kind: str, num_images: int, seed: int) -> str:
     return name
 
 
-def _timed_process(evaluators, pairs_fn: Callable[[int], Tuple[dict, dict]], num_images: int) -> List[float]:
+def _timed_process(
+    evaluators, pairs_fn: Callable[[int], Tuple[dict, dict]], num_images: int
+) -> List[float]:
     """Total seconds each evaluator spends in ``process()`` over all images (inputs made untimed);
     the evaluators take turns first on each image."""
     totals = [0.0] * len(evaluators)
@@ -67,8 +69,8 @@ def bench_coco_eval(device: str, quick: bool) -> List[BenchRow]:
     from detectron2.evaluation import COCOEvaluator
     from pycocotools.coco import COCO
 
-    from d2ext.evaluation import FastCOCOEvaluator
     from d2ext.data.synthetic.predictions import instance_predictions_from_gt
+    from d2ext.evaluation import FastCOCOEvaluator
 
     num_images = 40 if quick else 200
     name = _dataset("shapes", num_images, seed=11)
@@ -81,7 +83,12 @@ def bench_coco_eval(device: str, quick: bool) -> List[BenchRow]:
     def pairs_fn(i):
         rng = np.random.default_rng([5, i])
         inp, out = instance_predictions_from_gt(
-            api, img_ids[i], meta.thing_dataset_id_to_contiguous_id, rng, jitter=2.0, max_false_positives=16
+            api,
+            img_ids[i],
+            meta.thing_dataset_id_to_contiguous_id,
+            rng,
+            jitter=2.0,
+            max_false_positives=16,
         )
         out["instances"] = out["instances"].to(device)
         num_dets.append(len(out["instances"]))
@@ -94,14 +101,19 @@ def bench_coco_eval(device: str, quick: bool) -> List[BenchRow]:
         eval_d2, res_d2 = _evaluate(d2)
         eval_ours, res_ours = _evaluate(ours)
     ap_diff = max(
-        abs(res_d2[t][k] - res_ours[t][k]) for t in res_d2 for k in res_d2[t] if res_d2[t][k] == res_d2[t][k]
+        abs(res_d2[t][k] - res_ours[t][k])
+        for t in res_d2
+        for k in res_d2[t]
+        if res_d2[t][k] == res_d2[t][k]
     )
     what = f"{num_images} imgs {IMAGE_SIZE[0]}x{IMAGE_SIZE[1]}, {np.mean(num_dets):.0f} dets/img"
     what += f" (min {min(num_dets)}, max {max(num_dets)})"
     extra = {"segm AP": f"{res_ours['segm']['AP']:.2f}", "max |AP diff|": f"{ap_diff:.1e}"}
     return [
         BenchRow(f"process(): {what}", "D2 COCOEvaluator.process", proc_d2, proc_ours),
-        BenchRow("evaluate(): bbox+segm", "D2 COCOEvaluator.evaluate (pycocotools)", eval_d2, eval_ours),
+        BenchRow(
+            "evaluate(): bbox+segm", "D2 COCOEvaluator.evaluate (pycocotools)", eval_d2, eval_ours
+        ),
         BenchRow(
             "process()+evaluate()",
             "D2 COCOEvaluator",
@@ -119,8 +131,8 @@ def _panoptic_predictions(meta, num_images: int, out_dir: str):
     from panopticapi.utils import id2rgb
     from PIL import Image
 
-    from d2ext.evaluation import read_panoptic_png
     from d2ext.data.synthetic.predictions import perturb_panoptic
+    from d2ext.evaluation import read_panoptic_png
 
     with open(meta.panoptic_json) as f:
         gt = json.load(f)
@@ -130,7 +142,9 @@ def _panoptic_predictions(meta, num_images: int, out_dir: str):
     for i, ann in enumerate(gt["annotations"][:num_images]):
         rng = np.random.default_rng([6, i])
         gt_ids = read_panoptic_png(os.path.join(meta.panoptic_root, ann["file_name"]))
-        pred, segments = perturb_panoptic(gt_ids, ann["segments_info"], sorted(contiguous), rng, op_prob=0.05)
+        pred, segments = perturb_panoptic(
+            gt_ids, ann["segments_info"], sorted(contiguous), rng, op_prob=0.05
+        )
         Image.fromarray(id2rgb(pred)).save(os.path.join(out_dir, ann["file_name"]))
         annotations.append(
             {"image_id": ann["image_id"], "file_name": ann["file_name"], "segments_info": segments}
@@ -177,7 +191,9 @@ def bench_pq(device: str, quick: bool) -> List[BenchRow]:
         t_fast = time_fn(lambda: pq_compute_fast(*args), warmup=0, iters=iters)
         ref, ours = stock(), pq_compute_fast(*args)
         diff = max(
-            abs(ref[g][m] - ours[g][m]) for g in ("All", "Things", "Stuff") for m in ("pq", "sq", "rq")
+            abs(ref[g][m] - ours[g][m])
+            for g in ("All", "Things", "Stuff")
+            for m in ("pq", "sq", "rq")
         )
         # both sides decode every gt and predicted PNG once: that floor bounds the ratio
         with open(meta.panoptic_json) as f:

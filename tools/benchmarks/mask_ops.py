@@ -11,14 +11,13 @@ the compiled kernels ran. On a GPU it also gives that bandwidth as a fraction of
 DRAM peak and of a measured device-to-device copy (the practical ceiling; the inputs, 2.4 MB of
 prototypes or 0.3 MB of masks, are small next to the 107 MB output).
 """
+
 import functools
 from typing import List, Optional
 
 import torch
-
 from detectron2.layers.mask_ops import paste_masks_in_image
 
-from . import BenchRow, register_benchmark, time_fn
 from d2ext.layers import (
     assemble_masks,
     assemble_masks_reference,
@@ -26,6 +25,8 @@ from d2ext.layers import (
     extension_available,
     paste_masks,
 )
+
+from . import BenchRow, register_benchmark, time_fn
 
 IMAGE_HW = (800, 1333)
 NUM_DETS = 100
@@ -135,7 +136,9 @@ def bench_paste_masks(device: str, quick: bool) -> List[BenchRow]:
     g = torch.Generator().manual_seed(0)
     n, m = QUICK_DETS if quick else NUM_DETS, 28
     # trained-model-like masks: smooth logits, sigmoid
-    logits = torch.nn.functional.interpolate(torch.randn(n, 1, 7, 7, generator=g) * 4, (m, m), mode="bilinear")
+    logits = torch.nn.functional.interpolate(
+        torch.randn(n, 1, 7, 7, generator=g) * 4, (m, m), mode="bilinear"
+    )
     masks = torch.sigmoid(logits[:, 0]).to(device)
     scale = torch.tensor([IMAGE_HW[1], IMAGE_HW[0]] * 2, dtype=torch.float32)
     boxes = (_random_boxes(n, g) * scale).to(device)

@@ -1,10 +1,10 @@
 """YOLACT speed cases: end-to-end inference against stock D2 Mask R-CNN, Fast NMS against
 D2's standard NMS."""
+
 import os
 from typing import List
 
 import torch
-
 from detectron2.config import get_cfg
 from detectron2.layers import FrozenBatchNorm2d
 from detectron2.modeling import build_model
@@ -88,7 +88,12 @@ def fast_vs_standard_nms(device: str, quick: bool) -> List[BenchRow]:
     xy = torch.rand(num_cand, 2, generator=g) * 500
     wh = torch.rand(num_cand, 2, generator=g) * 100 + 10
     boxes = torch.cat([xy, xy + wh], 1).to(device)
-    scores = torch.softmax(torch.randn(num_cand, num_classes + 1, generator=g) * 3, 1)[:, 1:].t().contiguous().to(device)
+    scores = (
+        torch.softmax(torch.randn(num_cand, num_classes + 1, generator=g) * 3, 1)[:, 1:]
+        .t()
+        .contiguous()
+        .to(device)
+    )
     kw = dict(iou_threshold=0.5, top_k=200, max_detections=100, score_threshold=0.05)
     iters = 5 if quick else 20
     t_std = time_fn(lambda: standard_nms(boxes, scores, **kw), iters=iters, device=device)

@@ -1,5 +1,6 @@
 """LazyConfig form of configs/UPSNet/Base-synth-panoptic-R18.yaml's model keys, shared by the
 Panoptic FPN and UPSNet synthetic configs so both compare on the same R-CNN budget."""
+
 from ...common.synth_r18 import resnet18_from_scratch
 
 

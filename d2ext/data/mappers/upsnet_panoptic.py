@@ -6,12 +6,11 @@ from typing import Dict, List
 
 import numpy as np
 import torch
-from panopticapi.utils import rgb2id
-
 from detectron2.config import configurable
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.structures import BitMasks, Instances
+from panopticapi.utils import rgb2id
 
 from ..build import MAPPER_REGISTRY
 from ..panoptic_label_space import PanopticLabelSpace

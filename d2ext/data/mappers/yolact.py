@@ -9,12 +9,12 @@ zoom-out and IoU-constrained crop of :mod:`d2ext.data.transforms.ssd` run (then,
 dropped, as there. Crowd annotations, which D2's mapper drops, are kept as
 ``dataset_dict["crowd_boxes"]`` for the original's crowd handling.
 """
+
 import copy
 from typing import List, Sequence
 
 import numpy as np
 import torch
-
 from detectron2.data import DatasetMapper
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
@@ -26,12 +26,16 @@ from ..transforms.ssd import build_ssd_augmentations, centers_inside
 __all__ = ["YOLACTDatasetMapper", "build_scale_jitter"]
 
 
-def build_scale_jitter(scale_range: Sequence[float], size: int, pixel_mean: Sequence[float]) -> List[T.Augmentation]:
+def build_scale_jitter(
+    scale_range: Sequence[float], size: int, pixel_mean: Sequence[float]
+) -> List[T.Augmentation]:
     """``MODEL.YOLACT.SCALE_JITTER``: D2's ResizeScale to ``size`` x ``size`` by a random factor
     in ``scale_range`` (aspect kept), then FixedSizeCrop back to ``size`` x ``size``, padded
     with the mean pixel."""
     if len(scale_range) != 2 or not 0 < float(scale_range[0]) <= float(scale_range[1]):
-        raise ValueError(f"MODEL.YOLACT.SCALE_JITTER must be (min, max) with 0 < min <= max, got {tuple(scale_range)}")
+        raise ValueError(
+            f"MODEL.YOLACT.SCALE_JITTER must be (min, max) with 0 < min <= max, got {tuple(scale_range)}"
+        )
     lo, hi = float(scale_range[0]), float(scale_range[1])
     return [
         T.ResizeScale(lo, hi, size, size),
@@ -41,7 +45,8 @@ def build_scale_jitter(scale_range: Sequence[float], size: int, pixel_mean: Sequ
 
 def _xyxy(annotations) -> np.ndarray:
     return np.array(
-        [BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in annotations], dtype=np.float64
+        [BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in annotations],
+        dtype=np.float64,
     ).reshape(-1, 4)
 
 
@@ -63,7 +68,12 @@ class YOLACTDatasetMapper(DatasetMapper):
         if jitter:
             augs += build_scale_jitter(jitter, size, cfg.MODEL.PIXEL_MEAN)
         if is_train and cfg.INPUT.RANDOM_FLIP != "none":
-            augs.append(T.RandomFlip(horizontal=cfg.INPUT.RANDOM_FLIP == "horizontal", vertical=cfg.INPUT.RANDOM_FLIP == "vertical"))
+            augs.append(
+                T.RandomFlip(
+                    horizontal=cfg.INPUT.RANDOM_FLIP == "horizontal",
+                    vertical=cfg.INPUT.RANDOM_FLIP == "vertical",
+                )
+            )
         augs.append(T.Resize((size, size)))
         ret["augmentations"] = augs
         ret["instance_mask_format"] = "bitmask"
@@ -90,7 +100,11 @@ class YOLACTDatasetMapper(DatasetMapper):
             dataset_dict["crowd_boxes"] = Boxes(torch.as_tensor(boxes[keep], dtype=torch.float32))
         if objects and any(isinstance(t, T.CropTransform) for t in transforms):
             # the original's crop keeps the objects whose centre it contains (D2 would clip them)
-            objects = [a for a, k in zip(objects, centers_inside(transforms.apply_box(_xyxy(objects)), h, w)) if k]
+            objects = [
+                a
+                for a, k in zip(objects, centers_inside(transforms.apply_box(_xyxy(objects)), h, w))
+                if k
+            ]
         dataset_dict["annotations"] = objects
         self._transform_annotations(dataset_dict, transforms, (h, w))
         return dataset_dict

@@ -72,7 +72,9 @@ def instance_predictions_from_gt(
         for _ in range(2 if rng.random() < duplicate_prob else 1):
             dy, dx = np.round(rng.normal(0, jitter, size=2)).astype(int)
             masks.append(_shift(gt_mask, int(dy), int(dx)))
-            classes.append(int(rng.integers(num_classes)) if rng.random() < wrong_class_prob else cls)
+            classes.append(
+                int(rng.integers(num_classes)) if rng.random() < wrong_class_prob else cls
+            )
     for _ in range(int(rng.integers(0, max_false_positives + 1))):
         masks.append(_random_blob(rng, h, w))
         classes.append(int(rng.integers(num_classes)))
@@ -83,7 +85,9 @@ def instance_predictions_from_gt(
     for i, m in enumerate(masks):
         ys, xs = np.nonzero(m)
         if ys.size:
-            boxes[i] = torch.tensor([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=torch.float32)
+            boxes[i] = torch.tensor(
+                [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=torch.float32
+            )
     boxes += torch.from_numpy(rng.normal(0, 1.0, size=(n, 4))).float()
     inst = Instances((h, w))
     inst.pred_boxes = Boxes(boxes)
@@ -157,7 +161,9 @@ def perturb_panoptic(
                 pred[region] = int(rng.choice(same))
     for _ in range(num_void_boxes):
         y0, x0 = rng.integers(0, h), rng.integers(0, w)
-        pred[y0 : y0 + int(rng.integers(1, h // 3 + 2)), x0 : x0 + int(rng.integers(1, w // 3 + 2))] = 0
+        pred[
+            y0 : y0 + int(rng.integers(1, h // 3 + 2)), x0 : x0 + int(rng.integers(1, w // 3 + 2))
+        ] = 0
     for _ in range(int(rng.integers(0, max_new_segments + 1))):
         pred[_random_blob(rng, h, w)] = next_id
         cats[next_id] = int(rng.choice(category_ids))

@@ -17,12 +17,12 @@ Everything is a D2 :class:`~detectron2.data.transforms.Augmentation` producing D
 (``ColorTransform``, ``PadTransform``, ``CropTransform``), so boxes, polygons and bitmasks
 follow through D2's own annotation code.
 """
+
 from typing import List, Sequence
 
 import cv2
 import numpy as np
 import torch
-
 from detectron2.data import transforms as T
 from detectron2.structures import Boxes, pairwise_iou
 
@@ -64,11 +64,14 @@ class PhotometricDistort(T.Augmentation):
         if contrast_first and alpha is not None:
             steps.append(lambda im: im * alpha)
         sat = self._rand_range(*self.saturation) if self._rand_range() < 0.5 else None
-        hue = self._rand_range(-self.hue_delta, self.hue_delta) if self._rand_range() < 0.5 else None
+        hue = (
+            self._rand_range(-self.hue_delta, self.hue_delta) if self._rand_range() < 0.5 else None
+        )
         if sat is not None or hue is not None:
-
             to_hsv, from_hsv = (
-                (cv2.COLOR_RGB2HSV, cv2.COLOR_HSV2RGB) if self.image_format == "RGB" else (cv2.COLOR_BGR2HSV, cv2.COLOR_HSV2BGR)
+                (cv2.COLOR_RGB2HSV, cv2.COLOR_HSV2RGB)
+                if self.image_format == "RGB"
+                else (cv2.COLOR_BGR2HSV, cv2.COLOR_HSV2BGR)
             )
 
             def hsv(im):
@@ -104,7 +107,9 @@ class _ExpandTransform(T.PadTransform):
 
     def apply_image(self, img):
         h, w = img.shape[:2]
-        out = np.empty((h + self.y0 + self.y1, w + self.x0 + self.x1) + img.shape[2:], dtype=np.float32)
+        out = np.empty(
+            (h + self.y0 + self.y1, w + self.x0 + self.x1) + img.shape[2:], dtype=np.float32
+        )
         out[...] = self.fill if img.ndim == 3 else float(self.fill.mean())
         out[self.y0 : self.y0 + h, self.x0 : self.x0 + w] = img
         return out
@@ -157,7 +162,9 @@ class RandomSampleCrop(T.Augmentation):
                     continue
                 left = self._rand_range(0, w - cw)
                 top = self._rand_range(0, h - ch)
-                rect = np.array([int(left), int(top), int(left + cw), int(top + ch)], dtype=np.float64)
+                rect = np.array(
+                    [int(left), int(top), int(left + cw), int(top + ch)], dtype=np.float64
+                )
                 overlap = pairwise_iou(
                     Boxes(torch.as_tensor(rect[None], dtype=torch.float32)),
                     Boxes(torch.as_tensor(boxes, dtype=torch.float32)),
@@ -165,8 +172,10 @@ class RandomSampleCrop(T.Augmentation):
                 if overlap.min() < min_iou and max_iou < overlap.max():
                     continue
                 inside = (
-                    (rect[0] < centers[:, 0]) & (rect[1] < centers[:, 1])
-                    & (rect[2] > centers[:, 0]) & (rect[3] > centers[:, 1])
+                    (rect[0] < centers[:, 0])
+                    & (rect[1] < centers[:, 1])
+                    & (rect[2] > centers[:, 0])
+                    & (rect[3] > centers[:, 1])
                 )
                 if not inside.any():
                     continue
@@ -182,7 +191,13 @@ def centers_inside(boxes: np.ndarray, height: int, width: int) -> np.ndarray:
     return (cx > 0) & (cy > 0) & (cx < width) & (cy < height)
 
 
-def build_ssd_augmentations(pixel_mean: Sequence[float], image_format: str = "BGR") -> List[T.Augmentation]:
+def build_ssd_augmentations(
+    pixel_mean: Sequence[float], image_format: str = "BGR"
+) -> List[T.Augmentation]:
     """Photometric distortion, zoom-out and IoU crop in SSD's order (module doc); the mapper
     adds its flip and resize after them. ``pixel_mean`` in the images' channel order."""
-    return [PhotometricDistort(image_format=image_format), Expand(fill=pixel_mean), RandomSampleCrop()]
+    return [
+        PhotometricDistort(image_format=image_format),
+        Expand(fill=pixel_mean),
+        RandomSampleCrop(),
+    ]

@@ -19,11 +19,11 @@ Export, as stock: tracing (``TracingAdapter``, fvcore/D2 flop counting) runs the
 pastes with :func:`d2ext.layers.paste_masks` scripted into the graph (D2's paste where the
 output size is traced as tensors); scripting gives the stock class (see :class:`FastPasteMixin`).
 """
+
 import contextlib
 from typing import Dict, List, Optional
 
 import torch
-
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN, PanopticFPN
 from detectron2.structures import BitMasks, Boxes, Instances, ROIMasks
@@ -50,7 +50,9 @@ class PastedROIMasks(ROIMasks):
             # output size traced as tensors: D2's paste for tensor sizes keeps it dynamic
             return super().to_bitmasks(boxes, height, width, threshold)
         # traced with int sizes, paste_masks is scripted into the graph (script_if_tracing)
-        return BitMasks(paste_masks(self.tensor, boxes.tensor, (int(height), int(width)), threshold))
+        return BitMasks(
+            paste_masks(self.tensor, boxes.tensor, (int(height), int(width)), threshold)
+        )
 
 
 def _store_as_pasted_roi_masks(module, inputs, outputs) -> None:

@@ -6,13 +6,13 @@ from typing import Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
-
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
 from detectron2.modeling.postprocessing import detector_postprocess, sem_seg_postprocess
 from detectron2.structures import BitMasks, Boxes, ImageList, Instances, PolygonMasks
 
 from d2ext.data.panoptic_label_space import PanopticLabelSpace
+
 from .panoptic_head import UPSNetPanopticHead, select_panoptic_detections
 from .semantic_head import UPSNetSemanticHead, downsample_labels
 

@@ -16,14 +16,12 @@ from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
-
 from detectron2.config import configurable
 from detectron2.layers import nms
 from detectron2.structures import Boxes
 
-from d2ext.layers.mask_ops import paste_mask_values
-
 from d2ext.data.panoptic_label_space import PanopticLabelSpace
+from d2ext.layers.mask_ops import paste_mask_values
 
 __all__ = [
     "UPSNetPanopticHead",

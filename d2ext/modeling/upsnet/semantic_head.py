@@ -5,12 +5,11 @@ from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-from torchvision.ops import deform_conv2d
-
 from detectron2.config import configurable
 from detectron2.layers import ROIAlign, ShapeSpec, get_norm
 from detectron2.structures import Boxes
+from torch import nn
+from torchvision.ops import deform_conv2d
 
 __all__ = [
     "DeformConvWithOffset",

@@ -1,6 +1,7 @@
 """YOLACT (Bolya et al., ICCV 2019) in Detectron2. Importing registers the ``YOLACT``
 meta-architecture, the ``build_yolact_resnet_fpn_backbone`` backbone and the
 ``YOLACTAnchorGenerator``; its train mapper is :class:`d2ext.data.mappers.YOLACTDatasetMapper`."""
+
 from d2ext.config.yolact import add_yolact_config
 from d2ext.layers.prototype_masks import crop_masks
 

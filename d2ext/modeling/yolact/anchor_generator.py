@@ -9,10 +9,10 @@ Two differences from :class:`DefaultAnchorGenerator`, both needed to reproduce t
   the width D2 computes for its aspect ratio as both sides, i.e. sides s*{1, sqrt(1/2), sqrt(2)}
   for D2 aspect ratios (h/w) [1, 2, 0.5], which the original writes as w/h ratios [1, 1/2, 2].
 """
+
 from typing import List, Sequence, Tuple
 
 import torch
-
 from detectron2.config import configurable
 from detectron2.modeling.anchor_generator import ANCHOR_GENERATOR_REGISTRY, DefaultAnchorGenerator
 from detectron2.structures import Boxes

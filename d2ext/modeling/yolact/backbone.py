@@ -5,11 +5,11 @@ interpolation (``align_corners=False``) to the lateral's exact size, the 3x3 out
 followed by ReLU, and P6/P7 come from stride-2 3x3 convs on the *output* P5 (then P6) with no
 ReLU, instead of D2's LastLevelMaxPool / LastLevelP6P7 on C5.
 """
+
 from typing import Dict, List
 
 import torch
 import torch.nn.functional as F
-
 from detectron2.config import configurable
 from detectron2.layers import Conv2d, ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone
@@ -46,7 +46,9 @@ class YOLACTFPN(Backbone):
         shapes = bottom_up.output_shape()
         missing = [f for f in in_features if f not in shapes]
         if missing:
-            raise ValueError(f"YOLACTFPN: bottom-up backbone lacks features {missing}; has {list(shapes)}")
+            raise ValueError(
+                f"YOLACTFPN: bottom-up backbone lacks features {missing}; has {list(shapes)}"
+            )
         self.bottom_up = bottom_up
         self.in_features = list(in_features)
         self.relu_outputs = relu_outputs
@@ -58,7 +60,9 @@ class YOLACTFPN(Backbone):
         last = self._levels[-1]
         self._extra_levels = list(range(last + 1, last + 1 + num_downsample))
         for lvl in self._extra_levels:
-            self.add_module(f"fpn_downsample{lvl}", Conv2d(out_channels, out_channels, 3, stride=2, padding=1))
+            self.add_module(
+                f"fpn_downsample{lvl}", Conv2d(out_channels, out_channels, 3, stride=2, padding=1)
+            )
         all_levels = self._levels + self._extra_levels
         self._out_features = [f"p{lvl}" for lvl in all_levels]
         self._out_feature_strides = {f"p{lvl}": 2**lvl for lvl in all_levels}
@@ -89,7 +93,9 @@ class YOLACTFPN(Backbone):
         """x: (N, 3, H, W) normalised images -> dict of ``p{s}`` feature maps."""
         return self.forward_features(self.bottom_up(x))
 
-    def forward_features(self, bottom_up_features: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    def forward_features(
+        self, bottom_up_features: Dict[str, torch.Tensor]
+    ) -> Dict[str, torch.Tensor]:
         """The FPN alone, on given bottom-up features (used by the parity test)."""
         feats = [bottom_up_features[f] for f in self.in_features]
         outs = [None] * len(feats)
@@ -97,7 +103,9 @@ class YOLACTFPN(Backbone):
         for i in range(len(feats) - 1, -1, -1):
             lat = getattr(self, f"fpn_lateral{self._levels[i]}")(feats[i])
             if top is not None:
-                lat = lat + F.interpolate(top, size=lat.shape[-2:], mode="bilinear", align_corners=False)
+                lat = lat + F.interpolate(
+                    top, size=lat.shape[-2:], mode="bilinear", align_corners=False
+                )
             outs[i] = top = lat
         for i, lvl in enumerate(self._levels):
             outs[i] = getattr(self, f"fpn_output{lvl}")(outs[i])
@@ -109,7 +117,9 @@ class YOLACTFPN(Backbone):
 
     def output_shape(self) -> Dict[str, ShapeSpec]:
         return {
-            f: ShapeSpec(channels=self._out_feature_channels[f], stride=self._out_feature_strides[f])
+            f: ShapeSpec(
+                channels=self._out_feature_channels[f], stride=self._out_feature_strides[f]
+            )
             for f in self._out_features
         }
 

@@ -8,6 +8,7 @@ YOLACT++'s ``FastMaskIoUNet`` (``maskiou_net.maskiou_net.<i>``, built by the ori
 ``make_net``: conv, ReLU pairs, so the convs sit at even indices) -> :class:`MaskIoUNet`
 (``mask_iou_net.net.<i>``, the same indices; ``MODEL.YOLACT.MASK_IOU_ON``).
 """
+
 import re
 from typing import Dict, Tuple
 
@@ -15,7 +16,12 @@ import torch
 
 __all__ = ["convert_official_yolact_state_dict"]
 
-_HEAD = {"upfeature.0": "upfeature", "bbox_layer": "bbox_pred", "conf_layer": "cls_logits", "mask_layer": "coeff_pred"}
+_HEAD = {
+    "upfeature.0": "upfeature",
+    "bbox_layer": "bbox_pred",
+    "conf_layer": "cls_logits",
+    "mask_layer": "coeff_pred",
+}
 
 
 def _map_key(key: str, num_fpn_inputs: int, last_input_level: int) -> str:
@@ -29,8 +35,12 @@ def _map_key(key: str, num_fpn_inputs: int, last_input_level: int) -> str:
     if m:
         stage, block, rest = int(m.group(1)) + 2, m.group(2), m.group(3)
         prefix = f"backbone.bottom_up.res{stage}.{block}"
-        for pat, repl in ((r"conv(\d)\.(\w+)", r"conv\1.\2"), (r"bn(\d)\.(\w+)", r"conv\1.norm.\2"),
-                          (r"downsample\.0\.(\w+)", r"shortcut.\1"), (r"downsample\.1\.(\w+)", r"shortcut.norm.\1")):
+        for pat, repl in (
+            (r"conv(\d)\.(\w+)", r"conv\1.\2"),
+            (r"bn(\d)\.(\w+)", r"conv\1.norm.\2"),
+            (r"downsample\.0\.(\w+)", r"shortcut.\1"),
+            (r"downsample\.1\.(\w+)", r"shortcut.norm.\1"),
+        ):
             if re.fullmatch(pat, rest):
                 return f"{prefix}.{re.sub(pat, repl, rest)}"
     m = re.fullmatch(r"fpn\.(lat_layers|pred_layers|downsample_layers)\.(\d+)\.(\w+)", key)
@@ -45,7 +55,9 @@ def _map_key(key: str, num_fpn_inputs: int, last_input_level: int) -> str:
     m = re.fullmatch(r"proto_net\.(\d+)\.(\w+)", key)
     if m:
         return f"proto_net.net.{m.group(1)}.{m.group(2)}"
-    m = re.fullmatch(r"prediction_layers\.0\.(upfeature\.0|bbox_layer|conf_layer|mask_layer)\.(\w+)", key)
+    m = re.fullmatch(
+        r"prediction_layers\.0\.(upfeature\.0|bbox_layer|conf_layer|mask_layer)\.(\w+)", key
+    )
     if m:
         return f"head.{_HEAD[m.group(1)]}.{m.group(2)}"
     m = re.fullmatch(r"maskiou_net\.maskiou_net\.(\d+)\.(weight|bias)", key)
@@ -73,7 +85,7 @@ def convert_official_yolact_state_dict(
         KeyError naming every official key that has no d2ext counterpart (e.g. the deformable
         convs of YOLACT++'s DCN backbone), so nothing is silently lost.
     """
-    sd = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state_dict.items()}
+    sd = {k[len("module.") :] if k.startswith("module.") else k: v for k, v in state_dict.items()}
     num_fpn_inputs = len({k.split(".")[2] for k in sd if k.startswith("fpn.lat_layers.")})
     out, names, unknown = {}, {}, []
     for k, v in sd.items():

@@ -1,8 +1,8 @@
 """YOLACT post-NMS selection: the paper's Fast NMS, and D2's standard NMS for comparison."""
+
 from typing import Tuple
 
 import torch
-
 from detectron2.layers import batched_nms
 
 __all__ = ["fast_nms", "standard_nms", "batched_box_iou"]
@@ -15,8 +15,14 @@ def batched_box_iou(boxes: torch.Tensor) -> torch.Tensor:
     tensor op, which is what makes Fast NMS fast; D2's ``pairwise_iou`` is 2-D only.
     """
     x1, y1, x2, y2 = (c.contiguous() for c in boxes.unbind(dim=2))
-    iw = (torch.minimum(x2[:, :, None], x2[:, None, :]) - torch.maximum(x1[:, :, None], x1[:, None, :])).clamp_(min=0)
-    ih = (torch.minimum(y2[:, :, None], y2[:, None, :]) - torch.maximum(y1[:, :, None], y1[:, None, :])).clamp_(min=0)
+    iw = (
+        torch.minimum(x2[:, :, None], x2[:, None, :])
+        - torch.maximum(x1[:, :, None], x1[:, None, :])
+    ).clamp_(min=0)
+    ih = (
+        torch.minimum(y2[:, :, None], y2[:, None, :])
+        - torch.maximum(y1[:, :, None], y1[:, None, :])
+    ).clamp_(min=0)
     inter = iw.mul_(ih)
     area = (x2 - x1) * (y2 - y1)
     return inter / (area[:, :, None] + area[:, None, :] - inter)
@@ -82,5 +88,7 @@ def standard_nms(
     classes = torch.arange(num_classes, device=boxes.device)[:, None].expand_as(top_idx)
     valid = top_scores > score_threshold
     idx, classes, top_scores = top_idx[valid], classes[valid], top_scores[valid]
-    keep = batched_nms(boxes[idx].float(), top_scores.float(), classes, iou_threshold)[:max_detections]
+    keep = batched_nms(boxes[idx].float(), top_scores.float(), classes, iou_threshold)[
+        :max_detections
+    ]
     return idx[keep], classes[keep], top_scores[keep]

@@ -1,11 +1,11 @@
 """YOLACT's protonet and its prediction head shared over the FPN levels."""
+
 from typing import List, Tuple
 
 import torch
-from torch import nn
-
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec
+from torch import nn
 
 from .weight_init import yolact_xavier_fill
 
@@ -40,12 +40,18 @@ class ProtoNet(nn.Module):
         for _ in range(num_convs_before_upsample):
             layers += [nn.Conv2d(c, conv_dim, 3, padding=1), nn.ReLU(inplace=True)]
             c = conv_dim
-        layers += [nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False), nn.ReLU(inplace=True)]
+        layers += [
+            nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+            nn.ReLU(inplace=True),
+        ]
         for _ in range(num_convs_after_upsample):
             layers += [nn.Conv2d(c, conv_dim, 3, padding=1), nn.ReLU(inplace=True)]
             c = conv_dim
         for dim in extra_upsample_dims:
-            layers += [nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False), nn.ReLU(inplace=True)]
+            layers += [
+                nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+                nn.ReLU(inplace=True),
+            ]
             layers += [nn.Conv2d(c, dim, 3, padding=1), nn.ReLU(inplace=True)]
             c = dim
         layers += [nn.Conv2d(c, num_prototypes, 1), nn.ReLU(inplace=True)]
@@ -113,7 +119,9 @@ class YOLACTHead(nn.Module):
             "num_prototypes": c.NUM_PROTOTYPES,
         }
 
-    def forward(self, features: List[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(
+        self, features: List[torch.Tensor]
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """
         Args:
             features: per-level maps (N, C_in, h_l, w_l).
@@ -126,8 +134,12 @@ class YOLACTHead(nn.Module):
             x = torch.relu(self.upfeature(x))
             n = x.shape[0]
             deltas.append(self.bbox_pred(x).permute(0, 2, 3, 1).reshape(n, -1, 4))
-            logits.append(self.cls_logits(x).permute(0, 2, 3, 1).reshape(n, -1, self.num_classes + 1))
-            coeffs.append(self.coeff_pred(x).permute(0, 2, 3, 1).reshape(n, -1, self.num_prototypes))
+            logits.append(
+                self.cls_logits(x).permute(0, 2, 3, 1).reshape(n, -1, self.num_classes + 1)
+            )
+            coeffs.append(
+                self.coeff_pred(x).permute(0, 2, 3, 1).reshape(n, -1, self.num_prototypes)
+            )
         return torch.cat(deltas, 1), torch.cat(logits, 1), torch.tanh(torch.cat(coeffs, 1))
 
 

@@ -3,23 +3,25 @@
 Coordinates: anchors and GT boxes are XYXY in pixels of the S x S network input; crops and mask
 areas use the same boxes normalised to [0, 1].
 """
+
 from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from detectron2.config import configurable
 from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.modeling.matcher import Matcher
 from detectron2.structures import Boxes, pairwise_ioa, pairwise_iou
+from torch import nn
 
 from d2ext.layers.prototype_masks import crop_masks, prototype_masks
 
 __all__ = ["YOLACTLoss", "match_with_forced_best", "downsample_mask_targets"]
 
 
-def downsample_mask_targets(masks: torch.Tensor, size: Tuple[int, int], soft: bool = False) -> torch.Tensor:
+def downsample_mask_targets(
+    masks: torch.Tensor, size: Tuple[int, int], soft: bool = False
+) -> torch.Tensor:
     """GT masks (G, H, W) to prototype size (G, h, w) as mask-loss targets.
 
     ``soft=False``: the original's bilinear downsampling binarised at 0.5. ``soft=True``: the
@@ -35,7 +37,9 @@ def downsample_mask_targets(masks: torch.Tensor, size: Tuple[int, int], soft: bo
     return (F.interpolate(m, size, mode="bilinear", align_corners=False)[0] > 0.5).float()
 
 
-def match_with_forced_best(matcher: Matcher, iou: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+def match_with_forced_best(
+    matcher: Matcher, iou: torch.Tensor
+) -> Tuple[torch.Tensor, torch.Tensor]:
     """D2 ``Matcher`` thresholds plus the original's forcing: greedily, the globally best
     remaining (GT, anchor) pair is matched and both are removed, so every GT owns one anchor.
 
@@ -98,7 +102,9 @@ class YOLACTLoss(nn.Module):
         c = cfg.MODEL.YOLACT
         return {
             "box2box_transform": Box2BoxTransform(weights=c.BBOX_REG_WEIGHTS),
-            "anchor_matcher": Matcher(c.IOU_THRESHOLDS, c.IOU_LABELS, allow_low_quality_matches=False),
+            "anchor_matcher": Matcher(
+                c.IOU_THRESHOLDS, c.IOU_LABELS, allow_low_quality_matches=False
+            ),
             "crowd_iou_threshold": c.CROWD_IOU_THRESHOLD,
             "neg_pos_ratio": c.NEG_POS_RATIO,
             "box_weight": c.LOSS_BOX_WEIGHT,
@@ -113,14 +119,20 @@ class YOLACTLoss(nn.Module):
 
     @torch.no_grad()
     def label_anchors(
-        self, anchors: Boxes, gt_boxes: Boxes, gt_classes: torch.Tensor, crowd_boxes: Optional[Boxes]
+        self,
+        anchors: Boxes,
+        gt_boxes: Boxes,
+        gt_classes: torch.Tensor,
+        crowd_boxes: Optional[Boxes],
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         """Per image: class targets (R,) (-1 ignore, 0 background, c + 1 foreground) and the
         matched GT index (R,) (meaningful where the target is > 0)."""
         iou = pairwise_iou(gt_boxes, anchors)
         matches, labels = match_with_forced_best(self.anchor_matcher, iou)
         labels = labels.long()
-        cls_t = torch.where(labels > 0, gt_classes[matches] + 1, labels) if len(gt_classes) else labels
+        cls_t = (
+            torch.where(labels > 0, gt_classes[matches] + 1, labels) if len(gt_classes) else labels
+        )
         if crowd_boxes is not None and len(crowd_boxes) and self.crowd_iou_threshold < 1:
             # fraction of each anchor covered by a crowd box (the original's iscrowd jaccard)
             best_crowd = pairwise_ioa(crowd_boxes, anchors).max(dim=0).values  # inter / anchor area
@@ -155,7 +167,11 @@ class YOLACTLoss(nn.Module):
         cls_t, box_t, matches = [], [], []
         for tgt in targets:
             gt = Boxes(tgt["boxes"] * input_size)
-            crowd = Boxes(tgt["crowd_boxes"] * input_size) if tgt.get("crowd_boxes") is not None else None
+            crowd = (
+                Boxes(tgt["crowd_boxes"] * input_size)
+                if tgt.get("crowd_boxes") is not None
+                else None
+            )
             c, m = self.label_anchors(anchors, gt, tgt["classes"], crowd)
             cls_t.append(c)
             matches.append(m)
@@ -165,8 +181,12 @@ class YOLACTLoss(nn.Module):
         num_pos = pos.sum(1)
         total_pos = num_pos.sum().clamp(min=1).float()
 
-        deltas_t = torch.stack([self.box2box_transform.get_deltas(anchors.tensor, b) for b in box_t])
-        loss_box = F.smooth_l1_loss(pred_deltas[pos], deltas_t[pos], reduction="sum") * self.box_weight
+        deltas_t = torch.stack(
+            [self.box2box_transform.get_deltas(anchors.tensor, b) for b in box_t]
+        )
+        loss_box = (
+            F.smooth_l1_loss(pred_deltas[pos], deltas_t[pos], reduction="sum") * self.box_weight
+        )
 
         loss_mask, iou_samples = self._mask_loss(targets, cls_t, matches, pred_coeffs, protos)
         losses = {
@@ -251,7 +271,9 @@ class YOLACTLoss(nn.Module):
             with torch.no_grad():
                 seg_t = torch.zeros_like(logits[i])
                 if len(tgt["classes"]):
-                    m = F.interpolate(tgt["masks"][None].float(), (h, w), mode="bilinear", align_corners=False)[0]
+                    m = F.interpolate(
+                        tgt["masks"][None].float(), (h, w), mode="bilinear", align_corners=False
+                    )[0]
                     m = (m > 0.5).float()
                     for cls, mask in zip(tgt["classes"].tolist(), m):
                         seg_t[cls] = torch.maximum(seg_t[cls], mask)

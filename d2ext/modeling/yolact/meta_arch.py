@@ -4,18 +4,18 @@ Every image is stretched to S x S (the original's ``Resize``), so predictions li
 coordinates normalised to [0, 1] of the image, and are scaled to each input's requested
 ``height`` x ``width`` at the end, as D2 models do.
 """
+
 import math
 from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
 from detectron2.modeling.anchor_generator import build_anchor_generator
 from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.structures import BitMasks, Boxes, Instances, PolygonMasks
+from torch import nn
 
 from d2ext.layers import assemble_masks
 from d2ext.layers.prototype_masks import crop_masks, prototype_masks
@@ -87,7 +87,9 @@ class YOLACT(nn.Module):
         self.proto_in_feature = proto_in_feature
         # auxiliary semantic segmentation on the proto input level (train only)
         self.semantic_seg_conv = (
-            nn.Conv2d(backbone.output_shape()[proto_in_feature].channels, num_classes, 1) if sem_seg_loss else None
+            nn.Conv2d(backbone.output_shape()[proto_in_feature].channels, num_classes, 1)
+            if sem_seg_loss
+            else None
         )
         self.min_gt_box_size = min_gt_box_size
         self.score_threshold = score_threshold
@@ -116,14 +118,18 @@ class YOLACT(nn.Module):
         mask_iou_net = None
         if c.MASK_IOU_ON:
             mask_iou_net = MaskIoUNet(cfg)
-            proto_side = proto_net.upsample_factor * math.ceil(c.INPUT_SIZE / shapes[c.PROTO_IN_FEATURE].stride)
+            proto_side = proto_net.upsample_factor * math.ceil(
+                c.INPUT_SIZE / shapes[c.PROTO_IN_FEATURE].stride
+            )
             if proto_side < mask_iou_net.min_input_size():
                 raise ValueError(
                     f"MODEL.YOLACT.MASK_IOU_ON: INPUT_SIZE {c.INPUT_SIZE} gives {proto_side}-px prototypes, "
                     f"MASK_IOU_NET_CHANNELS {list(c.MASK_IOU_NET_CHANNELS)} needs >= {mask_iou_net.min_input_size()}"
                 )
         if len(set(num_anchors)) != 1:
-            raise ValueError(f"YOLACT's shared head needs the same anchors per level, got {num_anchors}")
+            raise ValueError(
+                f"YOLACT's shared head needs the same anchors per level, got {num_anchors}"
+            )
         return {
             "backbone": backbone,
             "proto_net": proto_net,
@@ -160,11 +166,15 @@ class YOLACT(nn.Module):
             img = x["image"]
             name = x.get("file_name", f"batched_inputs[{i}]")
             if img.dim() != 3 or img.shape[0] not in (1, 3):
-                raise ValueError(f"YOLACT: image {name} must be (3, H, W) or grayscale (1, H, W); got {tuple(img.shape)}")
+                raise ValueError(
+                    f"YOLACT: image {name} must be (3, H, W) or grayscale (1, H, W); got {tuple(img.shape)}"
+                )
             img = img.to(self.device, torch.float32)
             if img.shape[0] == 1:
                 img = img.expand(3, -1, -1)
-            img = F.interpolate(img[None], (self.input_size,) * 2, mode="bilinear", align_corners=False)[0]
+            img = F.interpolate(
+                img[None], (self.input_size,) * 2, mode="bilinear", align_corners=False
+            )[0]
             out.append((img - self.pixel_mean) / self.pixel_std)
         return torch.stack(out)
 
@@ -179,7 +189,9 @@ class YOLACT(nn.Module):
         protos = self.proto_net(features[self.proto_in_feature])
         level_feats = [features[f] for f in self.head_in_features]
         deltas, logits, coeffs = self.head(level_feats)
-        anchors = Boxes.cat(self.anchor_generator.forward_for_image_size(level_feats, tuple(image_size)))
+        anchors = Boxes.cat(
+            self.anchor_generator.forward_for_image_size(level_feats, tuple(image_size))
+        )
         return features, protos, deltas, logits, coeffs, anchors
 
     def forward(self, batched_inputs: List[Dict]):
@@ -188,8 +200,22 @@ class YOLACT(nn.Module):
         if not self.training:
             return self.inference(batched_inputs, protos, deltas, logits, coeffs, anchors)
         targets = [self._prepare_target(x, i) for i, x in enumerate(batched_inputs)]
-        sem = self.semantic_seg_conv(features[self.proto_in_feature]) if self.semantic_seg_conv is not None else None
-        return self.loss(anchors, targets, deltas, logits, coeffs, protos, sem, self.input_size, self.mask_iou_net)
+        sem = (
+            self.semantic_seg_conv(features[self.proto_in_feature])
+            if self.semantic_seg_conv is not None
+            else None
+        )
+        return self.loss(
+            anchors,
+            targets,
+            deltas,
+            logits,
+            coeffs,
+            protos,
+            sem,
+            self.input_size,
+            self.mask_iou_net,
+        )
 
     def _prepare_target(self, x: Dict, i: int) -> Dict[str, Optional[torch.Tensor]]:
         name = x.get("file_name", f"batched_inputs[{i}]")
@@ -199,7 +225,9 @@ class YOLACT(nn.Module):
         h, w = inst.image_size
         scale = torch.tensor([w, h, w, h], dtype=torch.float32, device=self.device)
         if len(inst) and not inst.has("gt_masks"):
-            raise ValueError(f"YOLACT training: image {name} instances lack gt_masks (set MODEL.MASK_ON)")
+            raise ValueError(
+                f"YOLACT training: image {name} instances lack gt_masks (set MODEL.MASK_ON)"
+            )
         boxes = inst.gt_boxes.tensor.float() / scale
         if len(inst):
             masks = inst.gt_masks
@@ -212,10 +240,21 @@ class YOLACT(nn.Module):
         wh = (boxes[:, 2:] - boxes[:, :2]) * self.input_size
         keep = (wh > self.min_gt_box_size).all(dim=1)
         crowd = x.get("crowd_boxes")
-        crowd = crowd.tensor.to(self.device).float() / scale if crowd is not None and len(crowd) else None
-        return {"boxes": boxes[keep], "classes": inst.gt_classes[keep], "masks": masks[keep].float(), "crowd_boxes": crowd}
+        crowd = (
+            crowd.tensor.to(self.device).float() / scale
+            if crowd is not None and len(crowd)
+            else None
+        )
+        return {
+            "boxes": boxes[keep],
+            "classes": inst.gt_classes[keep],
+            "masks": masks[keep].float(),
+            "crowd_boxes": crowd,
+        }
 
-    def inference(self, batched_inputs, protos, deltas, logits, coeffs, anchors) -> List[Dict[str, Instances]]:
+    def inference(
+        self, batched_inputs, protos, deltas, logits, coeffs, anchors
+    ) -> List[Dict[str, Instances]]:
         results = []
         probs = F.softmax(logits, dim=-1)
         for i, x in enumerate(batched_inputs):
@@ -224,18 +263,29 @@ class YOLACT(nn.Module):
             boxes, classes, scores, keep = self.detect(deltas[i], probs[i], anchors)
             inst = Instances((out_h, out_w))
             rel = boxes / self.input_size
-            pred = Boxes(rel * torch.tensor([out_w, out_h, out_w, out_h], device=rel.device, dtype=rel.dtype))
+            pred = Boxes(
+                rel * torch.tensor([out_w, out_h, out_w, out_h], device=rel.device, dtype=rel.dtype)
+            )
             pred.clip((out_h, out_w))
             inst.pred_boxes = pred
             if self.mask_iou_net is not None:
                 scores = scores * self.predict_mask_iou(protos[i], coeffs[i, keep], rel, classes)
             inst.scores = scores
             inst.pred_classes = classes
-            inst.pred_masks = assemble_masks(protos[i], coeffs[i, keep], rel, (out_h, out_w), threshold=self.mask_threshold, crop_padding=1)
+            inst.pred_masks = assemble_masks(
+                protos[i],
+                coeffs[i, keep],
+                rel,
+                (out_h, out_w),
+                threshold=self.mask_threshold,
+                crop_padding=1,
+            )
             results.append({"instances": inst})
         return results
 
-    def predict_mask_iou(self, protos: torch.Tensor, coeffs: torch.Tensor, boxes: torch.Tensor, classes: torch.Tensor):
+    def predict_mask_iou(
+        self, protos: torch.Tensor, coeffs: torch.Tensor, boxes: torch.Tensor, classes: torch.Tensor
+    ):
         """YOLACT++ re-scoring, one image: prototypes (k, Hp, Wp), coefficients (K, k), boxes
         (K, 4) normalised XYXY, classes (K,) -> predicted mask IoU (K,) of each detection's class,
         from its cropped mask at prototype size (the same crop as the assembly)."""

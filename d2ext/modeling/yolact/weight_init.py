@@ -1,4 +1,5 @@
 """YOLACT's weight init for everything outside the ImageNet backbone."""
+
 from torch import nn
 
 __all__ = ["yolact_xavier_fill"]
