@@ -4,7 +4,6 @@ line, their metadata (D2's own, read from the json), the errors, and end-to-end 
 import inspect
 import json
 import os
-import subprocess
 import sys
 import uuid
 
@@ -14,6 +13,7 @@ import pytest
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances
+from tool_runs import TWO_ITERATIONS, run_in_repo
 
 from d2ext import add_d2ext_config
 from d2ext.data import DATASET_FORMATS, register_datasets
@@ -261,15 +261,6 @@ def test_coco_panoptic_entry_has_d2s_coco_metadata(require_shared, new_name):
     assert {s["category_id"] for d in dicts for s in d["segments_info"]} <= set(range(133))
 
 
-def _run(cmd, tmp_path):
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=REPO)
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    log = proc.stdout + proc.stderr
-    (tmp_path / "log.txt").write_text(log)
-    assert proc.returncode == 0, log[-6000:]
-    return log
-
-
 @pytest.mark.slow
 def test_train_net_on_coco_panoptic_registered_from_the_command_line(require_shared, tmp_path):
     """Two real COCO images with panoptic ground truth: registered by DATASETS.REGISTER on the
@@ -277,7 +268,7 @@ def test_train_net_on_coco_panoptic_registered_from_the_command_line(require_sha
     root = require_shared("real_samples", "coco_panoptic")
     out = tmp_path / "out"
     entry = _panoptic_entry("real_coco_pan", root)
-    log = _run(
+    log = run_in_repo(
         [
             sys.executable,
             "tools/train_net.py",
@@ -293,12 +284,7 @@ def test_train_net_on_coco_panoptic_registered_from_the_command_line(require_sha
             "80",
             "MODEL.UPSNET.NUM_STUFF_CLASSES",
             "53",
-            "SOLVER.MAX_ITER",
-            "2",
-            "SOLVER.IMS_PER_BATCH",
-            "2",
-            "DATALOADER.NUM_WORKERS",
-            "0",
+            *TWO_ITERATIONS,
             "D2EXT.VIS_PERIOD_IMAGES",
             "1",
             "OUTPUT_DIR",
@@ -333,7 +319,7 @@ def test_train_net_on_coco_registered_from_the_command_line(tmp_path):
         )
     ]
     out = tmp_path / "out"
-    log = _run(
+    log = run_in_repo(
         [
             sys.executable,
             "tools/train_net.py",
@@ -345,12 +331,7 @@ def test_train_net_on_coco_registered_from_the_command_line(tmp_path):
             "('my_train',)",
             "DATASETS.TEST",
             "('my_val',)",
-            "SOLVER.MAX_ITER",
-            "2",
-            "SOLVER.IMS_PER_BATCH",
-            "2",
-            "DATALOADER.NUM_WORKERS",
-            "0",
+            *TWO_ITERATIONS,
             "OUTPUT_DIR",
             str(out),
         ],

@@ -10,6 +10,7 @@ import sys
 
 import pytest
 import torch
+from tool_runs import TWO_ITERATIONS, run_in_repo
 
 from d2ext.layers import extension_available
 
@@ -21,15 +22,6 @@ MINI = [
     "DATASETS.TEST",
     "('synth_shapes_mini_val',)",
 ]
-
-
-def _run(cmd, tmp_path, timeout=600):
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=REPO)
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
-    log = proc.stdout + proc.stderr
-    (tmp_path / "log.txt").write_text(log)
-    assert proc.returncode == 0, log[-6000:]
-    return log
 
 
 def _d2_tools_script(name):
@@ -51,18 +43,13 @@ def _d2_tools_script(name):
 @pytest.mark.slow
 def test_train_net_yacs_two_iterations_and_eval(tmp_path):
     out = tmp_path / "out"
-    log = _run(
+    log = run_in_repo(
         [
             sys.executable,
             "tools/train_net.py",
             "--config-file",
             "configs/Base/mask_rcnn_R_18_FPN_synth.yaml",
-            "SOLVER.MAX_ITER",
-            "2",
-            "SOLVER.IMS_PER_BATCH",
-            "2",
-            "DATALOADER.NUM_WORKERS",
-            "0",
+            *TWO_ITERATIONS,
             *MINI,
             "OUTPUT_DIR",
             str(out),
@@ -75,7 +62,7 @@ def test_train_net_yacs_two_iterations_and_eval(tmp_path):
         -3000:
     ]
     # --eval-only on the checkpoint just written
-    log = _run(
+    log = run_in_repo(
         [
             sys.executable,
             "tools/train_net.py",
@@ -101,7 +88,7 @@ def test_train_net_yacs_two_iterations_and_eval(tmp_path):
 def test_d2_lazyconfig_train_net_unmodified(tmp_path):
     script = _d2_tools_script("lazyconfig_train_net.py")
     out = tmp_path / "lazy"
-    log = _run(
+    log = run_in_repo(
         [
             sys.executable,
             script,
@@ -126,7 +113,7 @@ def test_d2_lazyconfig_train_net_unmodified(tmp_path):
 @pytest.mark.slow
 def test_launch_two_cpu_processes(tmp_path):
     out = tmp_path / "ddp"
-    log = _run(
+    log = run_in_repo(
         [
             sys.executable,
             "tools/train_net.py",
@@ -136,12 +123,7 @@ def test_launch_two_cpu_processes(tmp_path):
             "2",
             "--dist-url",
             "auto",
-            "SOLVER.MAX_ITER",
-            "2",
-            "SOLVER.IMS_PER_BATCH",
-            "2",
-            "DATALOADER.NUM_WORKERS",
-            "0",
+            *TWO_ITERATIONS,
             *MINI,
             "OUTPUT_DIR",
             str(out),
@@ -174,18 +156,13 @@ def test_train_net_d2ext_models(tmp_path, config, train, test):
     """Our models through the same entry point: their mappers, the evaluator dispatch
     (COCO for YOLACT; COCO instances + PQ on the standard panoptic registration for UPSNet)."""
     out = tmp_path / "out"
-    log = _run(
+    log = run_in_repo(
         [
             sys.executable,
             "tools/train_net.py",
             "--config-file",
             config,
-            "SOLVER.MAX_ITER",
-            "2",
-            "SOLVER.IMS_PER_BATCH",
-            "2",
-            "DATALOADER.NUM_WORKERS",
-            "0",
+            *TWO_ITERATIONS,
             "DATASETS.TRAIN",
             f"('{train}',)",
             "DATASETS.TEST",
@@ -203,7 +180,7 @@ def test_train_net_d2ext_models(tmp_path, config, train, test):
 
 def test_demo_tool_draws_predictions(tmp_path):
     out = tmp_path / "vis"
-    log = _run(
+    log = run_in_repo(
         [
             sys.executable,
             "tools/demo.py",
@@ -252,7 +229,7 @@ def test_demo_tool_draws_predictions(tmp_path):
 def test_compare_fast_paste_tool(tmp_path):
     """tools/compare_fast_paste.py: the A/B of the paste on a dataset, every pixel accounted for."""
     out = tmp_path / "agreement.json"
-    _run(
+    run_in_repo(
         [
             sys.executable,
             "tools/compare_fast_paste.py",
