@@ -63,7 +63,8 @@ setup(
     name="d2ext",
     version=VERSION,
     description="Detectron2 extension: YOLACT, UPSNet, fused mask paste for stock Mask R-CNN / "
-    "Panoptic FPN, fast COCO and panoptic (PQ) evaluation, synthetic COCO datasets",
+    "Panoptic FPN, fast COCO and panoptic (PQ) evaluation, synthetic COCO datasets, Stacked "
+    "Hourglass backbone and heatmap codec",
     packages=find_packages(exclude=("tests", "tests.*", "tools", "configs")),
     python_requires=">=3.9",
     # torch/torchvision/detectron2 are deliberately not listed: they come from the user's CUDA

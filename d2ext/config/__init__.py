@@ -3,6 +3,7 @@
 
 from .common import add_common_config
 from .defaults import add_d2ext_config
+from .hourglass import add_hourglass_config
 from .postprocess import add_postprocess_config
 from .upsnet import add_upsnet_config
 from .yolact import add_yolact_config
@@ -10,6 +11,7 @@ from .yolact import add_yolact_config
 __all__ = [
     "add_d2ext_config",
     "add_common_config",
+    "add_hourglass_config",
     "add_postprocess_config",
     "add_upsnet_config",
     "add_yolact_config",
