@@ -55,6 +55,7 @@ constant heatmaps decode to finite values.
 import math
 from typing import List, Optional, Sequence, Tuple
 
+import cv2
 import torch
 from torch.nn import functional as F
 
@@ -62,26 +63,11 @@ __all__ = ["HeatmapCodec", "flip_heatmaps", "flip_indices", "flip_test_average"]
 
 DECODE_MODES = ("princeton", "mmpose", "dark")
 
-# cv2.getGaussianKernel's fixed kernels for odd sizes <= 9 when sigma <= 0 (cv2.GaussianBlur(k, 0),
-# OpenCV 4; OpenCV 3 had them up to 7 only)
-_CV2_SMALL_GAUSSIAN = {
-    1: (1.0,),
-    3: (0.25, 0.5, 0.25),
-    5: (0.0625, 0.25, 0.375, 0.25, 0.0625),
-    7: (0.03125, 0.109375, 0.21875, 0.28125, 0.21875, 0.109375, 0.03125),
-    9: (0.015625, 0.05078125, 0.1171875, 0.19921875, 0.234375)
-    + (0.19921875, 0.1171875, 0.05078125, 0.015625),
-}
-
 
 def _cv2_gaussian_kernel(size: int) -> List[float]:
-    """The 1-D kernel ``cv2.GaussianBlur(img, (size, size), 0)`` applies on each axis."""
-    if size in _CV2_SMALL_GAUSSIAN:
-        return list(_CV2_SMALL_GAUSSIAN[size])
-    sigma = 0.3 * ((size - 1) * 0.5 - 1) + 0.8
-    values = [math.exp(-((i - (size - 1) * 0.5) ** 2) / (2 * sigma**2)) for i in range(size)]
-    total = sum(values)
-    return [v / total for v in values]
+    """The 1-D kernel ``cv2.GaussianBlur(img, (size, size), 0)`` applies on each axis (OpenCV's
+    fixed kernels for sizes <= 9, a sigma derived from the size above)."""
+    return cv2.getGaussianKernel(size, 0)[:, 0].tolist()
 
 
 def _gather(flat: torch.Tensor, x: torch.Tensor, y: torch.Tensor, width: int) -> torch.Tensor:

@@ -45,17 +45,25 @@ def _strip_wrappers(key: str) -> str:
     return key
 
 
+def _first_match(rules, key: str) -> str:
+    """The d2ext name of ``key`` from the first ``(pattern, name)`` rule whose pattern matches
+    it whole (``name`` maps the match to the name)."""
+    for pattern, name in rules:
+        m = re.fullmatch(pattern, key)
+        if m:
+            return name(m)
+    raise KeyError(key)
+
+
+_RESIDUAL_RULES = (
+    (rf"bn[123]\.{_BN}", lambda m: m.group(0)),
+    (rf"conv([123])\.conv\.{_CONV}", lambda m: f"conv{m.group(1)}.{m.group(2)}"),
+    (rf"skip_layer\.conv\.{_CONV}", lambda m: f"shortcut.{m.group(1)}"),
+)
+
+
 def _map_residual(rest: str) -> str:
-    m = re.fullmatch(rf"bn([123])\.{_BN}", rest)
-    if m:
-        return rest
-    m = re.fullmatch(rf"conv([123])\.conv\.{_CONV}", rest)
-    if m:
-        return f"conv{m.group(1)}.{m.group(2)}"
-    m = re.fullmatch(rf"skip_layer\.conv\.{_CONV}", rest)
-    if m:
-        return f"shortcut.{m.group(1)}"
-    raise KeyError(rest)
+    return _first_match(_RESIDUAL_RULES, rest)
 
 
 def _map_hourglass(rest: str) -> str:
@@ -73,36 +81,40 @@ def _map_hourglass(rest: str) -> str:
     return ".".join(parts + [_map_residual(rest)])
 
 
-def _map_key(key: str) -> str:
-    m = re.fullmatch(rf"pre\.0\.conv\.{_CONV}", key)
-    if m:
-        return f"stem.conv1.{m.group(1)}"
-    m = re.fullmatch(rf"pre\.0\.bn\.{_BN}", key)
-    if m:
-        return f"stem.conv1.norm.{m.group(1)}"
-    m = re.fullmatch(r"pre\.([134])\.(.+)", key)
-    if m:
-        return f"stem.{_STEM_RES[m.group(1)]}.{_map_residual(m.group(2))}"
-    m = re.fullmatch(r"hgs\.(\d+)\.0\.(.+)", key)
-    if m:
-        return f"stacks.{m.group(1)}.hourglass.{_map_hourglass(m.group(2))}"
-    m = re.fullmatch(r"features\.(\d+)\.0\.(.+)", key)
-    if m:
-        return f"stacks.{m.group(1)}.residual.{_map_residual(m.group(2))}"
-    m = re.fullmatch(rf"features\.(\d+)\.1\.conv\.{_CONV}", key)
-    if m:
-        return f"stacks.{m.group(1)}.feature.{m.group(2)}"
-    m = re.fullmatch(rf"features\.(\d+)\.1\.bn\.{_BN}", key)
-    if m:
-        return f"stacks.{m.group(1)}.feature.norm.{m.group(2)}"
-    m = re.fullmatch(rf"outs\.(\d+)\.conv\.{_CONV}", key)
-    if m:
-        return f"stacks.{m.group(1)}.predictor.{m.group(2)}"
+_KEY_RULES = (
+    (rf"pre\.0\.conv\.{_CONV}", lambda m: f"stem.conv1.{m.group(1)}"),
+    (rf"pre\.0\.bn\.{_BN}", lambda m: f"stem.conv1.norm.{m.group(1)}"),
+    (
+        r"pre\.([134])\.(.+)",
+        lambda m: f"stem.{_STEM_RES[m.group(1)]}.{_map_residual(m.group(2))}",
+    ),
+    (
+        r"hgs\.(\d+)\.0\.(.+)",
+        lambda m: f"stacks.{m.group(1)}.hourglass.{_map_hourglass(m.group(2))}",
+    ),
+    (
+        r"features\.(\d+)\.0\.(.+)",
+        lambda m: f"stacks.{m.group(1)}.residual.{_map_residual(m.group(2))}",
+    ),
+    (
+        rf"features\.(\d+)\.1\.conv\.{_CONV}",
+        lambda m: f"stacks.{m.group(1)}.feature.{m.group(2)}",
+    ),
+    (
+        rf"features\.(\d+)\.1\.bn\.{_BN}",
+        lambda m: f"stacks.{m.group(1)}.feature.norm.{m.group(2)}",
+    ),
+    (rf"outs\.(\d+)\.conv\.{_CONV}", lambda m: f"stacks.{m.group(1)}.predictor.{m.group(2)}"),
     # Merge wraps the original's Conv wrapper: two ``.conv`` levels
-    m = re.fullmatch(rf"({'|'.join(_MERGES)})\.(\d+)\.conv\.conv\.{_CONV}", key)
-    if m:
-        return f"stacks.{m.group(2)}.{m.group(1)}.{m.group(3)}"
-    raise KeyError(key)
+    (
+        rf"({'|'.join(_MERGES)})\.(\d+)\.conv\.conv\.{_CONV}",
+        lambda m: f"stacks.{m.group(2)}.{m.group(1)}.{m.group(3)}",
+    ),
+)
+
+
+def _map_key(key: str) -> str:
+    return _first_match(_KEY_RULES, key)
 
 
 def convert_official_hourglass_state_dict(
