@@ -214,7 +214,6 @@ def _twin_differences(yaml_path):
     the built model (parameter names, shapes, frozen ones, module tree, every plain-valued
     module attribute), one optimizer step from the same weights and gradients, the LR schedule,
     the train loop keys, the datasets, batch, mappers and augmentations."""
-    from detectron2.data import DatasetMapper
     from detectron2.solver import build_lr_scheduler
 
     from d2ext.data import build_train_mapper
@@ -319,8 +318,9 @@ def _twin_differences(yaml_path):
     )
     if not _same_augmentations(tra.augmentations, trb.augmentations):
         check("data.train_augmentations", str(tra.augmentations), str(trb.augmentations))
-    # at test time D2's DatasetMapper drops the annotations: only the image path matters
-    tea, teb = DatasetMapper(y, is_train=False), instantiate(d.test.mapper)
+    # the test-time mapper the Trainer builds (D2's DatasetMapper, which drops the annotations
+    # so only the image path matters, unless INPUT.DATASET_MAPPER_NAME maps test sets too)
+    tea, teb = Trainer.build_test_mapper(y).mapper, instantiate(d.test.mapper)
     check(
         "data.test_mapper",
         (type(tea).__name__, tea.image_format),

@@ -4,6 +4,13 @@
     python tools/demo.py --config-file configs/Base/mask_rcnn_R_18_FPN_synth.yaml \
         --input img1.jpg img2.jpg --output out/ MODEL.WEIGHTS output/model_final.pth
     python tools/demo.py --config-file ... --dataset synth_shapes_val --max-images 8 --output out/
+
+Top-down landmark models (``configs/Hourglass/*face*``) localise landmarks inside given boxes:
+``--box X0 Y0 X1 Y1`` (repeatable; the same boxes on every input image), the annotation boxes
+with ``--dataset``, else the whole image (an already cropped face or person)::
+
+    python tools/demo.py --config-file configs/Hourglass/hourglass_face_synth.yaml \
+        --input faces/ --box 30 40 200 230 --output out/ MODEL.WEIGHTS model_final.pth
 """
 
 import argparse
@@ -17,12 +24,41 @@ import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.detection_utils import read_image
 from detectron2.engine import DefaultPredictor
+from detectron2.structures import BoxMode
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
 
 import d2ext  # noqa: E402,F401  (registration)
-from d2ext.engine import setup_cfg  # noqa: E402
+from d2ext.data.build import MAPPER_REGISTRY  # noqa: E402
+from d2ext.engine import LandmarkPredictor, setup_cfg  # noqa: E402
 from d2ext.utils.visualize import DEFAULT_CONFIDENCE, draw_predictions, rendering_path  # noqa: E402
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def _expand_input(pattern: str):
+    """A folder -> its images (sorted, not recursive); a glob -> its matches; else the path."""
+    path = os.path.expanduser(pattern)
+    if os.path.isdir(path):
+        return [
+            os.path.join(path, f)
+            for f in sorted(os.listdir(path))
+            if f.lower().endswith(IMAGE_EXTENSIONS)
+        ]
+    return glob.glob(path) or [path]
+
+
+def _is_top_down(cfg) -> bool:
+    name = cfg.INPUT.get("DATASET_MAPPER_NAME", "")
+    return bool(name) and getattr(MAPPER_REGISTRY.get(name), "used_at_test_time", False)
+
+
+def _annotation_boxes(record):
+    return [
+        BoxMode.convert(list(a["bbox"]), a["bbox_mode"], BoxMode.XYXY_ABS)
+        for a in record.get("annotations", [])
+        if not a.get("iscrowd", 0)
+    ]
 
 
 def main(argv=None):
@@ -31,14 +67,28 @@ def main(argv=None):
     )
     parser.add_argument("--config-file", required=True)
     src = parser.add_mutually_exclusive_group(required=True)
-    src.add_argument("--input", nargs="+", help="image files or glob patterns")
+    src.add_argument("--input", nargs="+", help="image files, folders or glob patterns")
     src.add_argument(
         "--dataset",
         help="a registered dataset name (synth_shapes_val, one of DATASETS.REGISTER...)",
     )
     parser.add_argument("--max-images", type=int, default=8)
     parser.add_argument("--output", required=True, help="folder for the rendered images")
-    parser.add_argument("--confidence-threshold", type=float, default=DEFAULT_CONFIDENCE)
+    parser.add_argument(
+        "--confidence-threshold",
+        type=float,
+        default=None,
+        help=f"instances scoring below it are not drawn (default {DEFAULT_CONFIDENCE}; 0 for "
+        "top-down landmark models, whose instances are the given boxes)",
+    )
+    parser.add_argument(
+        "--box",
+        nargs=4,
+        type=float,
+        action="append",
+        metavar=("X0", "Y0", "X1", "Y1"),
+        help="top-down landmark models: a box (image pixels) to localise landmarks in",
+    )
     parser.add_argument("opts", nargs=argparse.REMAINDER, default=[])
     args = parser.parse_args(argv)
     # setup_cfg sets up the "d2ext" logger too
@@ -54,30 +104,38 @@ def main(argv=None):
         files = [d["file_name"] for d in DatasetCatalog.get(args.dataset)][: args.max_images]
         metadata = MetadataCatalog.get(args.dataset)
     else:
-        files = sorted(
-            f
-            for pattern in args.input
-            for f in (glob.glob(os.path.expanduser(pattern)) or [pattern])
-        )
+        files = sorted(f for pattern in args.input for f in _expand_input(pattern))
         metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else "__unused")
     missing = [f for f in files if not os.path.isfile(f)]
     if missing:
         raise FileNotFoundError(f"input images not found: {missing}")
 
-    predictor = DefaultPredictor(cfg)
+    top_down = _is_top_down(cfg)
+    if args.box and not top_down:
+        raise ValueError(
+            f"--box is for top-down landmark models; {cfg.MODEL.META_ARCHITECTURE} detects"
+        )
+    confidence = args.confidence_threshold
+    if confidence is None:
+        confidence = 0.0 if top_down else DEFAULT_CONFIDENCE
+    boxes = {}
+    if top_down and args.dataset:  # the annotation boxes, as evaluation
+        boxes = {d["file_name"]: _annotation_boxes(d) for d in DatasetCatalog.get(args.dataset)}
+    predictor = LandmarkPredictor(cfg) if top_down else DefaultPredictor(cfg)
     os.makedirs(args.output, exist_ok=True)
     for path in files:
         image_bgr = read_image(path, format="BGR")
         with torch.no_grad():
-            predictions = predictor(image_bgr)
-        rendered = draw_predictions(
-            image_bgr[:, :, ::-1], predictions, metadata, args.confidence_threshold
-        )
+            if top_down:
+                predictions = {"instances": predictor(image_bgr, boxes.get(path, args.box))}
+            else:
+                predictions = predictor(image_bgr)
+        rendered = draw_predictions(image_bgr[:, :, ::-1], predictions, metadata, confidence)
         out_path = rendering_path(args.output, path)
         cv2.imwrite(out_path, rendered[:, :, ::-1])
         if "instances" in predictions:
             scores = predictions["instances"].scores
-            n = f"{len(scores)} detections, {int((scores >= args.confidence_threshold).sum())} drawn"
+            n = f"{len(scores)} instances, {int((scores >= confidence).sum())} drawn"
         else:
             n = "segmentation"
         logger.info("%s: %s -> %s", path, n, out_path)

@@ -4,12 +4,14 @@
     python tools/make_synthetic.py                       # all builtins, in $DETECTRON2_DATASETS
     python tools/make_synthetic.py synth_shapes_val --root /tmp/ds
     python tools/make_synthetic.py synth_panoptic_train --num-images 20 --size 128 160 --seed 7
+    python tools/make_synthetic.py synth_faces_mini_train synth_bodies_mini_train
 
 With any of --num-images/--size/--seed the named datasets are custom variants of the builtins
 (same name, other spec); a later run with other settings regenerates them.
 """
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -21,8 +23,7 @@ from d2ext.data.synthetic import (  # noqa: E402
     BUILTIN_DATASETS,
     builtin_spec,
     generate,
-    register_synthetic_panoptic,
-    register_synthetic_shapes,
+    register_synthetic,
     synthetic_dataset_dir,
 )
 
@@ -45,6 +46,23 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def _contents(kind: str, out_dir: str) -> str:
+    """What a generated dataset holds, in words."""
+    if kind == "faces":
+        with open(os.path.join(out_dir, "visibility.json")) as f:
+            flags = [v for vis in json.load(f).values() for v in vis]
+        return (
+            f"{len(flags) // 68} faces, 68 landmarks each ({flags.count(1)} occluded, "
+            f"{flags.count(0)} outside the image)"
+        )
+    json_name = "person_keypoints.json" if kind == "bodies" else "instances.json"
+    with open(os.path.join(out_dir, json_name)) as f:
+        anns = json.load(f)["annotations"]
+    if kind == "bodies":
+        return f"{len(anns)} people"
+    return f"{len(anns)} instances ({sum(a['iscrowd'] for a in anns)} crowd)"
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -61,26 +79,19 @@ def main(argv=None) -> int:
         return 2
     for name in names:
         spec = builtin_spec(name)
-        size = spec.image_size if args.size is None else (args.size[0], args.size[-1])
-        register = (
-            register_synthetic_shapes if spec.kind == "shapes" else register_synthetic_panoptic
+        spec = dataclasses.replace(
+            spec,
+            num_images=args.num_images if args.num_images is not None else spec.num_images,
+            image_size=spec.image_size if args.size is None else (args.size[0], args.size[-1]),
+            seed=args.seed if args.seed is not None else spec.seed,
         )
-        spec = register(
-            name,
-            args.root,
-            args.num_images if args.num_images is not None else spec.num_images,
-            size,
-            args.seed if args.seed is not None else spec.seed,
-        )
+        spec = register_synthetic(name, args.root, spec)
         out_dir = synthetic_dataset_dir(name)
         made = generate(spec, out_dir)
-        with open(os.path.join(out_dir, "instances.json")) as f:
-            coco = json.load(f)
-        crowd = sum(a["iscrowd"] for a in coco["annotations"])
         print(
-            f"{name}: {spec.kind}, {len(coco['images'])} images of {spec.image_size[0]}x"
-            f"{spec.image_size[1]}, {len(coco['annotations'])} instances ({crowd} crowd), "
-            f"seed {spec.seed} -> {out_dir} ({'generated' if made else 'already up to date'})"
+            f"{name}: {spec.kind}, {spec.num_images} images of {spec.image_size[0]}x"
+            f"{spec.image_size[1]}, {_contents(spec.kind, out_dir)}, seed {spec.seed} -> "
+            f"{out_dir} ({'generated' if made else 'already up to date'})"
         )
     return 0
 

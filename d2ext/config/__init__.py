@@ -4,6 +4,7 @@
 from .common import add_common_config
 from .defaults import add_d2ext_config
 from .hourglass import add_hourglass_config
+from .hourglass_keypoint_head import add_hourglass_keypoint_head_config
 from .postprocess import add_postprocess_config
 from .upsnet import add_upsnet_config
 from .yolact import add_yolact_config
@@ -12,6 +13,7 @@ __all__ = [
     "add_d2ext_config",
     "add_common_config",
     "add_hourglass_config",
+    "add_hourglass_keypoint_head_config",
     "add_postprocess_config",
     "add_upsnet_config",
     "add_yolact_config",

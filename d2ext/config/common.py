@@ -4,7 +4,8 @@ from detectron2.config import CfgNode as CN
 def add_common_config(cfg: CN) -> None:
     """Keys shared by every d2ext model: data mapping and evaluation."""
     # Name of the train-time dataset mapper in d2ext.data.MAPPER_REGISTRY; "" keeps D2's
-    # DatasetMapper. Test-time loading always uses D2's DatasetMapper(is_train=False).
+    # DatasetMapper. Test-time loading uses D2's DatasetMapper(is_train=False), except for
+    # mappers that set ``used_at_test_time`` (TopDownLandmarkMapper), which map the test sets too.
     cfg.INPUT.DATASET_MAPPER_NAME = ""
 
     # Datasets registered before anything reads DATASETS.TRAIN/TEST (d2ext.data.datasets): a list

@@ -2,6 +2,7 @@ from detectron2.config import CfgNode
 
 from .common import add_common_config
 from .hourglass import add_hourglass_config
+from .hourglass_keypoint_head import add_hourglass_keypoint_head_config
 from .postprocess import add_postprocess_config
 from .upsnet import add_upsnet_config
 from .yolact import add_yolact_config
@@ -19,4 +20,5 @@ def add_d2ext_config(cfg: CfgNode) -> CfgNode:
     add_yolact_config(cfg)
     add_upsnet_config(cfg)
     add_hourglass_config(cfg)
+    add_hourglass_keypoint_head_config(cfg)
     return cfg

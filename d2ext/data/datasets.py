@@ -11,6 +11,10 @@ format              entry
                     [, instances_json])``: D2's "standard" panoptic registration
                     (``evaluator_type="coco_panoptic_seg"``); with ``instances_json`` the
                     instance masks are evaluated with COCO AP too
+``ibug_pts``        ``(name, "ibug_pts", pts_dir, image_root[, visibility_json])``: 68-point
+                    iBUG / 300-W ``.pts`` faces (``pts_dir`` may be ``image_root``: the
+                    300-W layout keeps each ``.pts`` beside its image), iBUG metadata
+                    (``evaluator_type="landmark"``); see ``d2ext.data.ibug_pts``
 ==================  =======================================================================
 
 From the command line::
@@ -37,6 +41,8 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances, register_coco_panoptic
+
+from .ibug_pts import register_ibug_pts
 
 logger = logging.getLogger(__name__)
 
@@ -154,10 +160,24 @@ def register_coco_panoptic_standard(
     register_coco_panoptic(name, meta, image_root, panoptic_root, panoptic_json, instances_json)
 
 
+def register_ibug(
+    name: str, pts_dir: str, image_root: str, visibility_json: Optional[str] = None
+) -> None:
+    """``ibug_pts``: a folder of 68-point ``.pts`` files + the image folder they mirror
+    (:func:`d2ext.data.ibug_pts.register_ibug_pts`), optionally a visibility json."""
+    what = f"dataset {name!r} (ibug_pts)"
+    _require(pts_dir, f"{what} pts folder", is_dir=True)
+    _require(image_root, f"{what} image root", is_dir=True)
+    if visibility_json is not None:
+        _require(visibility_json, f"{what} visibility json")
+    register_ibug_pts(name, image_root, pts_dir, visibility_json)
+
+
 # format -> register(name, annotation_file, image_root, *extra); one entry per format
 DATASET_FORMATS: Dict[str, Callable[..., None]] = {
     "coco": register_coco,
     "coco_panoptic": register_coco_panoptic_standard,
+    "ibug_pts": register_ibug,
 }
 
 # name -> the normalized entry it was registered with (makes re-registration a no-op)

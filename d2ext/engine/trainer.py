@@ -19,9 +19,15 @@ from detectron2.utils.logger import setup_logger
 from torch.nn.parallel import DistributedDataParallel
 
 from d2ext.config import add_d2ext_config
-from d2ext.data import SafeMapper, add_dataset_checks, build_train_mapper, register_datasets
+from d2ext.data import (
+    MAPPER_REGISTRY,
+    SafeMapper,
+    add_dataset_checks,
+    build_train_mapper,
+    register_datasets,
+)
 from d2ext.evaluation import build_evaluator
-from d2ext.utils.visualize import render_dataset_predictions
+from d2ext.utils.visualize import DEFAULT_CONFIDENCE, render_dataset_predictions
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +78,8 @@ class Trainer(DefaultTrainer):
 
     * ``build_evaluator``: on the dataset's ``evaluator_type`` (coco, coco_panoptic_seg,
       sem_seg, ...) via :func:`d2ext.evaluation.build_evaluator`;
-    * ``build_train_loader``: the mapper the model needs (``INPUT.DATASET_MAPPER_NAME``);
+    * ``build_train_loader``: the mapper the model needs (``INPUT.DATASET_MAPPER_NAME``), also
+      at test time for mappers that set ``used_at_test_time`` (:meth:`build_test_mapper`);
     * datasets in ``DATASETS.REGISTER`` are registered, synthetic datasets named in
       ``DATASETS`` are generated on first use;
     * ``test``: after D2's evaluation, ``D2EXT.VIS_PERIOD_IMAGES`` > 0 draws the predictions on
@@ -130,7 +137,13 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_test_mapper(cls, cfg):
-        """D2's test-time DatasetMapper; an unreadable image is an error naming it."""
+        """D2's test-time DatasetMapper, or the ``INPUT.DATASET_MAPPER_NAME`` mapper in test
+        mode where its class sets ``used_at_test_time`` (the top-down landmark crops); an
+        unreadable image is an error naming it."""
+        name = cfg.INPUT.get("DATASET_MAPPER_NAME", "")
+        if name and getattr(MAPPER_REGISTRY.get(name), "used_at_test_time", False):
+            mapper = MAPPER_REGISTRY.get(name)(cfg, is_train=False)
+            return SafeMapper(mapper=mapper, is_train=False)
         return SafeMapper(cfg, is_train=False)
 
     @classmethod
@@ -156,13 +169,16 @@ class Trainer(DefaultTrainer):
         if isinstance(model, DistributedDataParallel):
             model = model.module  # this process alone: no collective forward
         mapper = cls.build_test_mapper(cfg)
+        # a top-down model's instances are the given boxes, not detections: draw them all
+        top_down = getattr(mapper.mapper, "used_at_test_time", False)
+        confidence = 0.0 if top_down else DEFAULT_CONFIDENCE
         paths = []
         for name in cfg.DATASETS.TEST:
             _prepare_datasets(cfg, [name])
             out_dir = os.path.join(cfg.OUTPUT_DIR, "vis", name)
             dicts = DatasetCatalog.get(name)[:num_images]
             paths += render_dataset_predictions(
-                model, mapper, dicts, MetadataCatalog.get(name), out_dir
+                model, mapper, dicts, MetadataCatalog.get(name), out_dir, confidence
             )
             logger.info("Drew the predictions on %d images of %s in %s", len(dicts), name, out_dir)
         return paths

@@ -6,11 +6,14 @@
   :func:`pq_compute_fast`'s O(HW) matching (same PQ as panopticapi).
 * :mod:`.panoptic_quality`: PQ statistics of id maps (:class:`PQStatFast`,
   :func:`panoptic_image_stats`); :mod:`.panoptic_png`: panoptic PNG files -> id maps.
+* :class:`LandmarkEvaluator`: NME (inter-ocular or box-diagonal), failure rate, CED AUC,
+  PCK / PCKh of landmark predictions, with the CED curve as json + PNG.
 * :func:`build_evaluator`: ``evaluator_type`` -> evaluators, one table entry per type.
 """
 
 from .build import build_evaluator
 from .coco_evaluation import COCOEvalInputError, FastCOCOEvaluator, instances_to_coco_json_fast
+from .landmark_evaluation import LandmarkEvaluator
 from .panoptic_evaluation import FastCOCOPanopticEvaluator
 from .panoptic_png import read_panoptic_png
 from .panoptic_quality import PQStatFast, panoptic_image_stats, pq_compute_fast
@@ -23,6 +26,7 @@ __all__ = [
     "FastCOCOEvaluator",
     "FastCOCOPanopticEvaluator",
     "instances_to_coco_json_fast",
+    "LandmarkEvaluator",
     "PQStatFast",
     "panoptic_image_stats",
     "pq_compute_fast",

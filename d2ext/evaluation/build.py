@@ -13,7 +13,10 @@ from detectron2.evaluation import (
     SemSegEvaluator,
 )
 
+from d2ext.data.build import MAPPER_REGISTRY
+
 from .coco_evaluation import FastCOCOEvaluator
+from .landmark_evaluation import LandmarkEvaluator
 from .panoptic_evaluation import FastCOCOPanopticEvaluator
 
 __all__ = ["EVALUATOR_BUILDERS", "build_evaluator"]
@@ -22,10 +25,23 @@ __all__ = ["EVALUATOR_BUILDERS", "build_evaluator"]
 EvaluatorBuilder = Callable[[CfgNode, str, str], List[DatasetEvaluator]]
 
 
+def _is_top_down(cfg: CfgNode) -> bool:
+    """A model that localises keypoints in given boxes (its mapper crops test images too)."""
+    name = cfg.INPUT.get("DATASET_MAPPER_NAME", "")
+    return bool(name) and getattr(MAPPER_REGISTRY.get(name), "used_at_test_time", False)
+
+
 def _coco_evaluators(cfg: CfgNode, dataset_name: str, output_folder: str) -> List[DatasetEvaluator]:
-    """COCO box/mask/keypoint AP; with ``cfg.D2EXT.FAST_EVAL`` d2ext's drop-in."""
+    """COCO box/mask/keypoint AP; with ``cfg.D2EXT.FAST_EVAL`` d2ext's drop-in. A top-down
+    keypoint model (run on the annotation boxes) also gets PCK / PCKh (:class:`LandmarkEvaluator`),
+    the pose metrics that, unlike OKS AP, do not depend on detection."""
     coco_cls = FastCOCOEvaluator if cfg.D2EXT.FAST_EVAL else COCOEvaluator
-    return [coco_cls(dataset_name, output_dir=output_folder)]
+    # TEST.KEYPOINT_OKS_SIGMAS: the dataset's keypoint OKS sigmas (empty keeps COCO's 17)
+    sigmas = tuple(cfg.TEST.KEYPOINT_OKS_SIGMAS)
+    evaluators = [coco_cls(dataset_name, output_dir=output_folder, kpt_oks_sigmas=sigmas)]
+    if _is_top_down(cfg):
+        evaluators += _landmark_evaluators(cfg, dataset_name, output_folder)
+    return evaluators
 
 
 def _sem_seg_evaluators(
@@ -57,11 +73,19 @@ def _coco_panoptic_evaluators(
     return evaluators
 
 
+def _landmark_evaluators(
+    cfg: CfgNode, dataset_name: str, output_folder: str
+) -> List[DatasetEvaluator]:
+    """NME, failure rate, CED AUC, PCK(h) of landmark predictions (faces, top-down poses)."""
+    return [LandmarkEvaluator(dataset_name, output_dir=output_folder)]
+
+
 # MetadataCatalog ``evaluator_type`` -> builder. A new kind of dataset is one entry here.
 EVALUATOR_BUILDERS: Dict[str, EvaluatorBuilder] = {
     "coco": _coco_evaluators,
     "coco_panoptic_seg": _coco_panoptic_evaluators,
     "sem_seg": _sem_seg_evaluators,
+    "landmark": _landmark_evaluators,
 }
 
 

@@ -5,7 +5,6 @@ import inspect
 import json
 import os
 import sys
-import uuid
 
 import cv2
 import numpy as np
@@ -17,28 +16,9 @@ from tool_runs import TWO_ITERATIONS, run_in_repo
 
 from d2ext import add_d2ext_config
 from d2ext.data import DATASET_FORMATS, register_datasets
-from d2ext.data import datasets as datasets_mod
 from d2ext.engine import register_cfg_datasets
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-
-
-@pytest.fixture
-def new_name():
-    """Unique dataset names, unregistered again after the test."""
-    names = []
-
-    def make(prefix="reg"):
-        names.append(f"{prefix}_{uuid.uuid4().hex[:8]}")
-        return names[-1]
-
-    yield make
-    for n in names:
-        if n in DatasetCatalog.list():
-            DatasetCatalog.remove(n)
-        if n in MetadataCatalog.list():
-            MetadataCatalog.remove(n)
-        datasets_mod._REGISTERED.pop(n, None)
 
 
 @pytest.fixture
@@ -199,11 +179,13 @@ def test_failed_registration_keeps_metadata_set_up_beforehand(coco_dir, new_name
 
 
 def test_every_format_takes_name_annotation_and_image_root_first():
-    """The contract of DATASET_FORMATS that later formats (wider_face, youtube_vis...) follow."""
-    assert {"coco", "coco_panoptic"} <= set(DATASET_FORMATS)
+    """The contract of DATASET_FORMATS that later formats (wider_face, youtube_vis...) follow:
+    name, then the annotation file (or folder, as ibug_pts' .pts folder), then the image root."""
+    assert {"coco", "coco_panoptic", "ibug_pts"} <= set(DATASET_FORMATS)
     for fmt, register in DATASET_FORMATS.items():
         params = list(inspect.signature(register).parameters)
-        assert params[0] == "name" and "json" in params[1] and params[2] == "image_root", (
+        annotations = "json" in params[1] or params[1].endswith("_dir")
+        assert params[0] == "name" and annotations and params[2] == "image_root", (
             fmt,
             params,
         )

@@ -1,7 +1,23 @@
 """Train-time dataset mappers, registered in :data:`d2ext.data.MAPPER_REGISTRY` under their class
-names and selected with ``INPUT.DATASET_MAPPER_NAME`` (see :func:`d2ext.data.build_train_mapper`)."""
+names and selected with ``INPUT.DATASET_MAPPER_NAME`` (see :func:`d2ext.data.build_train_mapper`).
+A mapper whose class sets ``used_at_test_time = True`` (the top-down landmark crops) maps the test
+sets too (``d2ext.engine.Trainer.build_test_mapper``)."""
 
+from .landmark_topdown import (
+    AffineCropTransform,
+    RandomLandmarkCrop,
+    TopDownLandmarkMapper,
+    crop_affine,
+)
 from .upsnet_panoptic import UPSNetPanopticMapper
 from .yolact import YOLACTDatasetMapper, build_scale_jitter
 
-__all__ = ["UPSNetPanopticMapper", "YOLACTDatasetMapper", "build_scale_jitter"]
+__all__ = [
+    "AffineCropTransform",
+    "RandomLandmarkCrop",
+    "TopDownLandmarkMapper",
+    "UPSNetPanopticMapper",
+    "YOLACTDatasetMapper",
+    "build_scale_jitter",
+    "crop_affine",
+]

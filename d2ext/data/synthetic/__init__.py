@@ -1,17 +1,23 @@
 """Synthetic datasets for fast, self-contained training and evaluation tests.
 
 Importing registers the builtins (``synth_shapes_{train,val}``, ``synth_panoptic_{train,val}``
-with ``_separated`` / ``_stuffonly`` variants) in D2's catalogs; files are generated on first
+with ``_separated`` / ``_stuffonly`` variants, ``synth_faces_*`` (68 iBUG face landmarks) and
+``synth_bodies_*`` (17 COCO person keypoints)) in D2's catalogs; files are generated on first
 ``DatasetCatalog.get`` or :func:`ensure_synthetic_generated`. See ``register.py``.
 """
 
 from .categories import STUFF_CATEGORIES, THING_CATEGORIES
+from .faces import FaceScene, render_face, render_face_image
 from .generate import SyntheticSpec, generate, is_generated, render_image
 from .register import (
     BUILTIN_DATASETS,
     builtin_spec,
     ensure_synthetic_generated,
+    person_keypoints_metadata,
     register_all_synthetic,
+    register_synthetic,
+    register_synthetic_bodies,
+    register_synthetic_faces,
     register_synthetic_panoptic,
     register_synthetic_shapes,
     synthetic_dataset_dir,
@@ -24,14 +30,21 @@ __all__ = [
     "BUILTIN_DATASETS",
     "STUFF_CATEGORIES",
     "THING_CATEGORIES",
+    "FaceScene",
     "SyntheticSpec",
     "builtin_spec",
     "ensure_synthetic_generated",
     "generate",
     "is_generated",
+    "person_keypoints_metadata",
     "register_all_synthetic",
+    "register_synthetic",
+    "register_synthetic_bodies",
+    "register_synthetic_faces",
     "register_synthetic_panoptic",
     "register_synthetic_shapes",
+    "render_face",
+    "render_face_image",
     "render_image",
     "synthetic_dataset_dir",
     "synthetic_root",

@@ -14,6 +14,12 @@ Builtin names (generated under ``$DETECTRON2_DATASETS`` (default ``./datasets``)
   ``synth_panoptic_{train,val}_separated`` (PanopticFPN: instances + semantic, things -> 0)
   and ``synth_panoptic_{train,val}_stuffonly`` (``sem_seg``) as D2 names them, in
   ``synth_panoptic/<name>/``.
+* ``synth_faces_{train,val,mini_train,mini_val}``: 128x128 faces with 68 iBUG landmarks
+  (images + ``.pts``, loaded by ``d2ext.data.ibug_pts``; ``evaluator_type="landmark"``), in
+  ``synth_faces/<name>/``.
+* ``synth_bodies_{train,val,mini_train,mini_val}``: 192x192 stick figures with the 17 COCO
+  person keypoints (COCO keypoints json, loaded by D2's ``load_coco_json``;
+  ``evaluator_type="coco"``), in ``synth_bodies/<name>/``.
 """
 
 import functools
@@ -22,19 +28,26 @@ from typing import Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import (
+    load_coco_json,
     register_coco_instances,
     register_coco_panoptic,
     register_coco_panoptic_separated,
 )
+from detectron2.data.datasets.builtin_meta import (
+    COCO_PERSON_KEYPOINT_FLIP_MAP,
+    COCO_PERSON_KEYPOINT_NAMES,
+    KEYPOINT_CONNECTION_RULES,
+)
 
 from ..dataset_checks import add_dataset_checks
+from ..ibug_pts import register_ibug_pts
 from .categories import instances_metadata, panoptic_separated_metadata, panoptic_standard_metadata
 from .generate import SyntheticSpec, generate
 
 # dataset name -> (spec, directory, all names registered together with it)
 _REGISTERED: Dict[str, Tuple[SyntheticSpec, str, Tuple[str, ...]]] = {}
 
-# name -> (kind, num_images, seed); all builtins are 256x256
+# name -> (kind, num_images, seed); image sizes per kind in BUILTIN_IMAGE_SIZES
 BUILTIN_DATASETS: Dict[str, Tuple[str, int, int]] = {
     "synth_shapes_train": ("shapes", 200, 1),
     "synth_shapes_val": ("shapes", 50, 2),
@@ -48,8 +61,18 @@ BUILTIN_DATASETS: Dict[str, Tuple[str, int, int]] = {
     "synth_shapes_mini_val": ("shapes", 8, 6),
     "synth_panoptic_mini_train": ("panoptic", 16, 7),
     "synth_panoptic_mini_val": ("panoptic", 8, 8),
+    "synth_faces_train": ("faces", 1000, 31),
+    "synth_faces_val": ("faces", 200, 32),
+    "synth_faces_mini_train": ("faces", 16, 33),
+    "synth_faces_mini_val": ("faces", 8, 34),
+    "synth_bodies_train": ("bodies", 400, 41),
+    "synth_bodies_val": ("bodies", 100, 42),
+    "synth_bodies_mini_train": ("bodies", 16, 43),
+    "synth_bodies_mini_val": ("bodies", 8, 44),
 }
 BUILTIN_IMAGE_SIZE = (256, 256)
+# small images keep CPU training of the landmark models fast
+BUILTIN_IMAGE_SIZES = {"faces": (128, 128), "bodies": (192, 192)}
 
 
 def synthetic_root() -> str:
@@ -59,7 +82,7 @@ def synthetic_root() -> str:
 
 def builtin_spec(name: str) -> SyntheticSpec:
     kind, num_images, seed = BUILTIN_DATASETS[name]
-    return SyntheticSpec(kind, num_images, BUILTIN_IMAGE_SIZE, seed)
+    return SyntheticSpec(kind, num_images, BUILTIN_IMAGE_SIZES.get(kind, BUILTIN_IMAGE_SIZE), seed)
 
 
 def _generate_then_load(spec: SyntheticSpec, out_dir: str, load: Callable[[], List[dict]]):
@@ -160,14 +183,87 @@ def register_synthetic_panoptic(
     return spec
 
 
-def register_all_synthetic(root: Optional[str] = None) -> None:
-    """Register the builtin synthetic datasets (:data:`BUILTIN_DATASETS`); nothing is generated."""
-    for name in BUILTIN_DATASETS:
-        spec = builtin_spec(name)
+def register_synthetic_faces(
+    name: str,
+    root: Optional[str] = None,
+    num_images: int = 1000,
+    image_size: Tuple[int, int] = BUILTIN_IMAGE_SIZES["faces"],
+    seed: int = 0,
+) -> SyntheticSpec:
+    """Register a faces dataset ``name`` (one face per image, 68 iBUG landmarks) generated in
+    ``<root>/synth_faces/<name>/`` on first use as images + ``.pts`` + ``visibility.json`` and
+    loaded by :func:`d2ext.data.ibug_pts.load_ibug_pts_dataset`, as a user's 300-W data is."""
+    spec = SyntheticSpec("faces", num_images, tuple(image_size), seed)
+    out_dir = os.path.abspath(os.path.join(root or synthetic_root(), "synth_faces", name))
+    if _prepare(name, spec, out_dir):
+        j = functools.partial(os.path.join, out_dir)
+        register_ibug_pts(name, j("images"), visibility_file=j("visibility.json"))
+        _make_lazy((name,), spec, out_dir)
+    return spec
+
+
+def person_keypoints_metadata() -> Dict:
+    """D2 metadata of a COCO person keypoints set (D2's own names, flip map and colours)."""
+    return {
+        "thing_classes": ["person"],
+        "thing_dataset_id_to_contiguous_id": {1: 0},
+        "keypoint_names": COCO_PERSON_KEYPOINT_NAMES,
+        "keypoint_flip_map": COCO_PERSON_KEYPOINT_FLIP_MAP,
+        "keypoint_connection_rules": KEYPOINT_CONNECTION_RULES,
+    }
+
+
+def register_synthetic_bodies(
+    name: str,
+    root: Optional[str] = None,
+    num_images: int = 400,
+    image_size: Tuple[int, int] = BUILTIN_IMAGE_SIZES["bodies"],
+    seed: int = 0,
+) -> SyntheticSpec:
+    """Register a bodies dataset ``name`` (stick figures, 17 COCO keypoints, per-person
+    ``head_size``) generated in ``<root>/synth_bodies/<name>/`` on first use as a COCO person
+    keypoints json, loaded by D2's ``load_coco_json`` (``evaluator_type="coco"``)."""
+    spec = SyntheticSpec("bodies", num_images, tuple(image_size), seed)
+    out_dir = os.path.abspath(os.path.join(root or synthetic_root(), "synth_bodies", name))
+    if _prepare(name, spec, out_dir):
+        json_file = os.path.join(out_dir, "person_keypoints.json")
+        image_root = os.path.join(out_dir, "images")
+        DatasetCatalog.register(
+            name,
+            functools.partial(
+                load_coco_json, json_file, image_root, name, extra_annotation_keys=["head_size"]
+            ),
+        )
+        MetadataCatalog.get(name).set(
+            json_file=json_file,
+            image_root=image_root,
+            evaluator_type="coco",
+            **person_keypoints_metadata(),
+        )
+        _make_lazy((name,), spec, out_dir)
+    return spec
+
+
+def register_synthetic(
+    name: str, root: Optional[str] = None, spec: Optional[SyntheticSpec] = None
+) -> SyntheticSpec:
+    """Register ``name`` as a synthetic dataset of ``spec`` (default: the builtin's) with the
+    ``register_synthetic_<kind>`` of its kind."""
+    spec = builtin_spec(name) if spec is None else spec
+    args = (name, root, spec.num_images, spec.image_size, spec.seed)
+    if spec.kind in ("shapes", "panoptic"):
         register = (
             register_synthetic_shapes if spec.kind == "shapes" else register_synthetic_panoptic
         )
-        register(name, root, spec.num_images, spec.image_size, spec.seed, spec.max_objects)
+        return register(*args, spec.max_objects)
+    register = register_synthetic_faces if spec.kind == "faces" else register_synthetic_bodies
+    return register(*args)
+
+
+def register_all_synthetic(root: Optional[str] = None) -> None:
+    """Register the builtin synthetic datasets (:data:`BUILTIN_DATASETS`); nothing is generated."""
+    for name in BUILTIN_DATASETS:
+        register_synthetic(name, root)
 
 
 def synthetic_dataset_dir(name: str) -> Optional[str]:

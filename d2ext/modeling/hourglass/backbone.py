@@ -23,7 +23,7 @@ no mean subtraction; the original permutes an NHWC batch itself), so a model loa
 ``INPUT.FORMAT: RGB``, ``MODEL.PIXEL_MEAN: [0, 0, 0]``, ``MODEL.PIXEL_STD: [255, 255, 255]``.
 """
 
-from typing import Dict
+from typing import Dict, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -138,11 +138,17 @@ class HourglassStack(nn.Module):
 
     def forward(self, x: torch.Tensor):
         """Returns (heatmaps (N, K, h, w), the next stack's input (N, width, h, w) or None)."""
+        heatmaps, _, next_input = self.forward_features(x)
+        return heatmaps, next_input
+
+    def forward_features(self, x: torch.Tensor):
+        """:meth:`forward` plus the features its predictor reads: (heatmaps (N, K, h, w),
+        features (N, width, h, w), the next stack's input or None)."""
         feature = self.feature(self.residual(self.hourglass(x)))
         heatmaps = self.predictor(feature)
         if self.merge_features is None:
-            return heatmaps, None
-        return heatmaps, x + self.merge_preds(heatmaps) + self.merge_features(feature)
+            return heatmaps, feature, None
+        return heatmaps, feature, x + self.merge_preds(heatmaps) + self.merge_features(feature)
 
 
 @BACKBONE_REGISTRY.register()
@@ -233,6 +239,14 @@ class StackedHourglass(Backbone):
         Returns:
             ``{"stack{i}": (N, K, H/4, W/4)}`` raw heatmaps of every stack, in stack order.
         """
+        return self.forward_with_features(x)[0]
+
+    def forward_with_features(
+        self, x: torch.Tensor
+    ) -> Tuple[Dict[str, torch.Tensor], torch.Tensor]:
+        """:meth:`forward`'s dict and the last stack's features (N, width, H/4, W/4), the
+        1x1 conv-BN-ReLU output its heatmap predictor reads (a coordinate-regression head's
+        input)."""
         if x.dim() != 4:
             raise ValueError(f"StackedHourglass: expected (N, C, H, W) input, got {tuple(x.shape)}")
         d = self.size_divisibility
@@ -245,8 +259,8 @@ class StackedHourglass(Backbone):
         x = self.stem(x)
         outputs = {}
         for name, stack in zip(self._out_features, self.stacks):
-            outputs[name], x = stack(x)
-        return outputs
+            outputs[name], feature, x = stack.forward_features(x)
+        return outputs, feature
 
     def stack_heatmaps(self, outputs: Dict[str, torch.Tensor]) -> torch.Tensor:
         """``forward``'s dict -> (N, S, K, h, w), stacks in order (the original's output)."""
