@@ -29,7 +29,7 @@ from detectron2.structures import BoxMode
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
 
 import d2ext  # noqa: E402,F401  (registration)
-from d2ext.data.build import MAPPER_REGISTRY  # noqa: E402
+from d2ext.data.build import is_top_down  # noqa: E402
 from d2ext.engine import LandmarkPredictor, setup_cfg  # noqa: E402
 from d2ext.utils.visualize import DEFAULT_CONFIDENCE, draw_predictions, rendering_path  # noqa: E402
 
@@ -46,11 +46,6 @@ def _expand_input(pattern: str):
             if f.lower().endswith(IMAGE_EXTENSIONS)
         ]
     return glob.glob(path) or [path]
-
-
-def _is_top_down(cfg) -> bool:
-    name = cfg.INPUT.get("DATASET_MAPPER_NAME", "")
-    return bool(name) and getattr(MAPPER_REGISTRY.get(name), "used_at_test_time", False)
 
 
 def _annotation_boxes(record):
@@ -110,7 +105,7 @@ def main(argv=None):
     if missing:
         raise FileNotFoundError(f"input images not found: {missing}")
 
-    top_down = _is_top_down(cfg)
+    top_down = is_top_down(cfg)
     if args.box and not top_down:
         raise ValueError(
             f"--box is for top-down landmark models; {cfg.MODEL.META_ARCHITECTURE} detects"

@@ -22,3 +22,18 @@ def build_train_mapper(cfg: CfgNode):
             f"available: {sorted(k for k, _ in MAPPER_REGISTRY)}"
         )
     return MAPPER_REGISTRY.get(name)(cfg, is_train=True)
+
+
+def build_test_time_mapper(cfg: CfgNode):
+    """The ``INPUT.DATASET_MAPPER_NAME`` mapper in test mode where its class sets
+    ``used_at_test_time`` (a top-down model's crops, which evaluation and inference need
+    too), else None (D2's test-time DatasetMapper applies)."""
+    if is_top_down(cfg):
+        return MAPPER_REGISTRY.get(cfg.INPUT.DATASET_MAPPER_NAME)(cfg, is_train=False)
+    return None
+
+
+def is_top_down(cfg: CfgNode) -> bool:
+    """Whether ``cfg``'s model localises keypoints in given boxes (its mapper crops test images)."""
+    name = cfg.INPUT.get("DATASET_MAPPER_NAME", "")
+    return bool(name) and getattr(MAPPER_REGISTRY.get(name), "used_at_test_time", False)

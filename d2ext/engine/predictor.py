@@ -15,7 +15,7 @@ from detectron2.data import MetadataCatalog
 from detectron2.modeling import build_model
 from detectron2.structures import BoxMode, Instances
 
-from d2ext.data.build import MAPPER_REGISTRY
+from d2ext.data.build import build_test_time_mapper
 
 __all__ = ["LandmarkPredictor"]
 
@@ -37,9 +37,9 @@ class LandmarkPredictor:
 
     def __init__(self, cfg: CfgNode):
         self.cfg = cfg.clone()
-        name = cfg.INPUT.get("DATASET_MAPPER_NAME", "")
-        mapper_cls = MAPPER_REGISTRY.get(name) if name in MAPPER_REGISTRY else None
-        if mapper_cls is None or not getattr(mapper_cls, "used_at_test_time", False):
+        self.mapper = build_test_time_mapper(cfg)
+        if self.mapper is None:
+            name = cfg.INPUT.get("DATASET_MAPPER_NAME", "")
             raise ValueError(
                 f"LandmarkPredictor needs a top-down model whose INPUT.DATASET_MAPPER_NAME maps "
                 f"test images (e.g. TopDownLandmarkMapper); got {name!r} with "
@@ -49,7 +49,6 @@ class LandmarkPredictor:
         self.model = build_model(self.cfg)
         self.model.eval()
         DetectionCheckpointer(self.model).load(cfg.MODEL.WEIGHTS)
-        self.mapper = mapper_cls(self.cfg, is_train=False)
         self.input_format = cfg.INPUT.FORMAT
         self.metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else "__none")
 

@@ -20,12 +20,12 @@ from torch.nn.parallel import DistributedDataParallel
 
 from d2ext.config import add_d2ext_config
 from d2ext.data import (
-    MAPPER_REGISTRY,
     SafeMapper,
     add_dataset_checks,
     build_train_mapper,
     register_datasets,
 )
+from d2ext.data.build import build_test_time_mapper, is_top_down
 from d2ext.evaluation import build_evaluator
 from d2ext.utils.visualize import DEFAULT_CONFIDENCE, render_dataset_predictions
 
@@ -140,9 +140,8 @@ class Trainer(DefaultTrainer):
         """D2's test-time DatasetMapper, or the ``INPUT.DATASET_MAPPER_NAME`` mapper in test
         mode where its class sets ``used_at_test_time`` (the top-down landmark crops); an
         unreadable image is an error naming it."""
-        name = cfg.INPUT.get("DATASET_MAPPER_NAME", "")
-        if name and getattr(MAPPER_REGISTRY.get(name), "used_at_test_time", False):
-            mapper = MAPPER_REGISTRY.get(name)(cfg, is_train=False)
+        mapper = build_test_time_mapper(cfg)
+        if mapper is not None:
             return SafeMapper(mapper=mapper, is_train=False)
         return SafeMapper(cfg, is_train=False)
 
@@ -170,7 +169,7 @@ class Trainer(DefaultTrainer):
             model = model.module  # this process alone: no collective forward
         mapper = cls.build_test_mapper(cfg)
         # a top-down model's instances are the given boxes, not detections: draw them all
-        top_down = getattr(mapper.mapper, "used_at_test_time", False)
+        top_down = is_top_down(cfg)
         confidence = 0.0 if top_down else DEFAULT_CONFIDENCE
         paths = []
         for name in cfg.DATASETS.TEST:

@@ -13,7 +13,7 @@ from detectron2.evaluation import (
     SemSegEvaluator,
 )
 
-from d2ext.data.build import MAPPER_REGISTRY
+from d2ext.data.build import is_top_down
 
 from .coco_evaluation import FastCOCOEvaluator
 from .landmark_evaluation import LandmarkEvaluator
@@ -25,12 +25,6 @@ __all__ = ["EVALUATOR_BUILDERS", "build_evaluator"]
 EvaluatorBuilder = Callable[[CfgNode, str, str], List[DatasetEvaluator]]
 
 
-def _is_top_down(cfg: CfgNode) -> bool:
-    """A model that localises keypoints in given boxes (its mapper crops test images too)."""
-    name = cfg.INPUT.get("DATASET_MAPPER_NAME", "")
-    return bool(name) and getattr(MAPPER_REGISTRY.get(name), "used_at_test_time", False)
-
-
 def _coco_evaluators(cfg: CfgNode, dataset_name: str, output_folder: str) -> List[DatasetEvaluator]:
     """COCO box/mask/keypoint AP; with ``cfg.D2EXT.FAST_EVAL`` d2ext's drop-in. A top-down
     keypoint model (run on the annotation boxes) also gets PCK / PCKh (:class:`LandmarkEvaluator`),
@@ -39,7 +33,7 @@ def _coco_evaluators(cfg: CfgNode, dataset_name: str, output_folder: str) -> Lis
     # TEST.KEYPOINT_OKS_SIGMAS: the dataset's keypoint OKS sigmas (empty keeps COCO's 17)
     sigmas = tuple(cfg.TEST.KEYPOINT_OKS_SIGMAS)
     evaluators = [coco_cls(dataset_name, output_dir=output_folder, kpt_oks_sigmas=sigmas)]
-    if _is_top_down(cfg):
+    if is_top_down(cfg):
         evaluators += _landmark_evaluators(cfg, dataset_name, output_folder)
     return evaluators
 
