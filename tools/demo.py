@@ -37,15 +37,33 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".bmp", ".tif", ".t
 
 
 def _expand_input(pattern: str):
-    """A folder -> its images (sorted, not recursive); a glob -> its matches; else the path."""
+    """A folder -> its images, subfolders included (WIDER FACE keeps images in one folder per
+    event), sorted; a glob -> its matches; else the path. A folder without images is an error."""
     path = os.path.expanduser(pattern)
     if os.path.isdir(path):
-        return [
-            os.path.join(path, f)
-            for f in sorted(os.listdir(path))
+        found = sorted(
+            os.path.join(root, f)
+            for root, _, names in os.walk(path)
+            for f in names
             if f.lower().endswith(IMAGE_EXTENSIONS)
-        ]
+        )
+        if not found:
+            raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in folder {path!r}")
+        return found
     return glob.glob(path) or [path]
+
+
+def _output_paths(output_dir: str, files):
+    """``<output>/<stem>.png`` per input; inputs sharing a stem (``0--Parade/1.jpg`` and
+    ``1--Handshaking/1.jpg``) are told apart by their folder: ``<folder>_<stem>.png``."""
+    stems = [os.path.splitext(os.path.basename(f))[0] for f in files]
+    shared = {s for s in stems if stems.count(s) > 1}
+    return {
+        f: rendering_path(output_dir, f)
+        if s not in shared
+        else os.path.join(output_dir, f"{os.path.basename(os.path.dirname(f))}_{s}.png")
+        for f, s in zip(files, stems)
+    }
 
 
 def _annotation_boxes(record):
@@ -118,6 +136,7 @@ def main(argv=None):
         boxes = {d["file_name"]: _annotation_boxes(d) for d in DatasetCatalog.get(args.dataset)}
     predictor = LandmarkPredictor(cfg) if top_down else DefaultPredictor(cfg)
     os.makedirs(args.output, exist_ok=True)
+    out_paths = _output_paths(args.output, files)
     for path in files:
         image_bgr = read_image(path, format="BGR")
         with torch.no_grad():
@@ -126,7 +145,7 @@ def main(argv=None):
             else:
                 predictions = predictor(image_bgr)
         rendered = draw_predictions(image_bgr[:, :, ::-1], predictions, metadata, confidence)
-        out_path = rendering_path(args.output, path)
+        out_path = out_paths[path]
         cv2.imwrite(out_path, rendered[:, :, ::-1])
         if "instances" in predictions:
             scores = predictions["instances"].scores

@@ -6,6 +6,7 @@ from .defaults import add_d2ext_config
 from .hourglass import add_hourglass_config
 from .hourglass_keypoint_head import add_hourglass_keypoint_head_config
 from .postprocess import add_postprocess_config
+from .retinaface import add_retinaface_config
 from .upsnet import add_upsnet_config
 from .yolact import add_yolact_config
 
@@ -15,6 +16,7 @@ __all__ = [
     "add_hourglass_config",
     "add_hourglass_keypoint_head_config",
     "add_postprocess_config",
+    "add_retinaface_config",
     "add_upsnet_config",
     "add_yolact_config",
 ]

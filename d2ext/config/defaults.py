@@ -4,6 +4,7 @@ from .common import add_common_config
 from .hourglass import add_hourglass_config
 from .hourglass_keypoint_head import add_hourglass_keypoint_head_config
 from .postprocess import add_postprocess_config
+from .retinaface import add_retinaface_config
 from .upsnet import add_upsnet_config
 from .yolact import add_yolact_config
 
@@ -21,4 +22,5 @@ def add_d2ext_config(cfg: CfgNode) -> CfgNode:
     add_upsnet_config(cfg)
     add_hourglass_config(cfg)
     add_hourglass_keypoint_head_config(cfg)
+    add_retinaface_config(cfg)
     return cfg

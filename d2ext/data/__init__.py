@@ -1,5 +1,7 @@
 """Datasets and mappers. Importing registers the synthetic datasets (``synth_*``) in D2's
-DatasetCatalog/MetadataCatalog; they are generated on first use (see ``d2ext.data.synthetic``)."""
+DatasetCatalog/MetadataCatalog; they are generated on first use (see ``d2ext.data.synthetic``).
+It also registers ``widerface_{train,val}`` (WIDER FACE under ``$DETECTRON2_DATASETS/widerface``,
+read when first used)."""
 
 from . import (
     mappers,  # noqa: F401  (registration: YOLACT and UPSNet train mappers)
@@ -18,6 +20,18 @@ from .keypoint_metadata import (
 )
 from .panoptic_label_space import PanopticLabelSpace
 from .synthetic import ensure_synthetic_generated
+from .wider_face import (
+    load_wider_bbx_gt,
+    load_wider_face_label,
+    register_wider_bbx,
+    register_wider_face,
+    register_wider_face_builtins,
+    wider_face_metadata,
+)
+from .wider_face_mat import read_wider_gt_mats, write_wider_gt_mats
+
+# WIDER FACE under $DETECTRON2_DATASETS/widerface, as D2 registers its builtin COCO
+register_wider_face_builtins()
 
 __all__ = [
     "MAPPER_REGISTRY",
@@ -37,4 +51,12 @@ __all__ = [
     "IBUG_68_INTEROCULAR",
     "ibug68_metadata",
     "ensure_synthetic_generated",
+    "load_wider_face_label",
+    "load_wider_bbx_gt",
+    "register_wider_face",
+    "register_wider_bbx",
+    "register_wider_face_builtins",
+    "wider_face_metadata",
+    "read_wider_gt_mats",
+    "write_wider_gt_mats",
 ]

@@ -15,6 +15,13 @@ format              entry
                     iBUG / 300-W ``.pts`` faces (``pts_dir`` may be ``image_root``: the
                     300-W layout keeps each ``.pts`` beside its image), iBUG metadata
                     (``evaluator_type="landmark"``); see ``d2ext.data.ibug_pts``
+``widerface``       ``(name, "widerface", label_txt, image_root[, gt_dir])``: RetinaFace's
+                    ``retinaface_gt_v1.1`` ``label.txt`` (boxes + five landmarks), images at
+                    ``image_root/<event>/<file>.jpg``; ``gt_dir``: the folder of the four
+                    official ``.mat`` files (``evaluator_type="widerface"``); see
+                    ``d2ext.data.wider_face``
+``wider_bbx``       ``(name, "wider_bbx", bbx_gt_txt, image_root[, gt_dir])``: the plain WIDER
+                    ``wider_face_{train,val}_bbx_gt.txt`` (boxes + attributes, no landmarks)
 ==================  =======================================================================
 
 From the command line::
@@ -43,6 +50,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances, register_coco_panoptic
 
 from .ibug_pts import register_ibug_pts
+from .wider_face import register_wider_bbx, register_wider_face
 
 logger = logging.getLogger(__name__)
 
@@ -178,6 +186,8 @@ DATASET_FORMATS: Dict[str, Callable[..., None]] = {
     "coco": register_coco,
     "coco_panoptic": register_coco_panoptic_standard,
     "ibug_pts": register_ibug,
+    "widerface": register_wider_face,
+    "wider_bbx": register_wider_bbx,
 }
 
 # name -> the normalized entry it was registered with (makes re-registration a no-op)

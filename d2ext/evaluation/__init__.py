@@ -8,6 +8,9 @@
   :func:`panoptic_image_stats`); :mod:`.panoptic_png`: panoptic PNG files -> id maps.
 * :class:`LandmarkEvaluator`: NME (inter-ocular or box-diagonal), failure rate, CED AUC,
   PCK / PCKh of landmark predictions, with the CED curve as json + PNG.
+* :class:`WiderFaceEvaluator`: WIDER FACE easy / medium / hard AP as the official
+  ``evaluation.py`` (:func:`evaluate_wider_official` on its txt files and ``.mat`` ground
+  truth, :func:`write_wider_predictions`), plus landmark NME.
 * :func:`build_evaluator`: ``evaluator_type`` -> evaluators, one table entry per type.
 """
 
@@ -18,6 +21,12 @@ from .panoptic_evaluation import FastCOCOPanopticEvaluator
 from .panoptic_png import read_panoptic_png
 from .panoptic_quality import PQStatFast, panoptic_image_stats, pq_compute_fast
 from .rle import encode_masks
+from .widerface_evaluation import (
+    WiderFaceEvaluator,
+    evaluate_wider,
+    evaluate_wider_official,
+    write_wider_predictions,
+)
 
 __all__ = [
     "build_evaluator",
@@ -31,4 +40,8 @@ __all__ = [
     "panoptic_image_stats",
     "pq_compute_fast",
     "read_panoptic_png",
+    "evaluate_wider",
+    "evaluate_wider_official",
+    "WiderFaceEvaluator",
+    "write_wider_predictions",
 ]

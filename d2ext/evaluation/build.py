@@ -18,6 +18,7 @@ from d2ext.data.build import is_top_down
 from .coco_evaluation import FastCOCOEvaluator
 from .landmark_evaluation import LandmarkEvaluator
 from .panoptic_evaluation import FastCOCOPanopticEvaluator
+from .widerface_evaluation import WiderFaceEvaluator
 
 __all__ = ["EVALUATOR_BUILDERS", "build_evaluator"]
 
@@ -74,12 +75,20 @@ def _landmark_evaluators(
     return [LandmarkEvaluator(dataset_name, output_dir=output_folder)]
 
 
+def _widerface_evaluators(
+    cfg: CfgNode, dataset_name: str, output_folder: str
+) -> List[DatasetEvaluator]:
+    """WIDER FACE easy / medium / hard AP (the official protocol) and landmark NME."""
+    return [WiderFaceEvaluator(dataset_name, output_dir=output_folder)]
+
+
 # MetadataCatalog ``evaluator_type`` -> builder. A new kind of dataset is one entry here.
 EVALUATOR_BUILDERS: Dict[str, EvaluatorBuilder] = {
     "coco": _coco_evaluators,
     "coco_panoptic_seg": _coco_panoptic_evaluators,
     "sem_seg": _sem_seg_evaluators,
     "landmark": _landmark_evaluators,
+    "widerface": _widerface_evaluators,
 }
 
 

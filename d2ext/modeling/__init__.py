@@ -4,6 +4,7 @@ backbone and head into Detectron2's registries."""
 from . import (
     hourglass,  # noqa: F401  (registration)
     postprocess,  # noqa: F401  (registration: fast-paste variants of stock models)
+    retinaface,  # noqa: F401  (registration)
     upsnet,  # noqa: F401  (registration)
     yolact,  # noqa: F401  (registration)
 )

@@ -184,7 +184,7 @@ def test_every_format_takes_name_annotation_and_image_root_first():
     assert {"coco", "coco_panoptic", "ibug_pts"} <= set(DATASET_FORMATS)
     for fmt, register in DATASET_FORMATS.items():
         params = list(inspect.signature(register).parameters)
-        annotations = "json" in params[1] or params[1].endswith("_dir")
+        annotations = "json" in params[1] or params[1].endswith(("_dir", "_txt"))
         assert params[0] == "name" and annotations and params[2] == "image_root", (
             fmt,
             params,

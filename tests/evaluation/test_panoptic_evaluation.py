@@ -152,7 +152,13 @@ def test_build_evaluator_table(tmp_path, monkeypatch):
         )
         return name
 
-    assert list(EVALUATOR_BUILDERS) == ["coco", "coco_panoptic_seg", "sem_seg", "landmark"]
+    assert list(EVALUATOR_BUILDERS) == [
+        "coco",
+        "coco_panoptic_seg",
+        "sem_seg",
+        "landmark",
+        "widerface",
+    ]
     name = register("d2ext_test_eval_sem_seg", "sem_seg")
     for fast in (True, False):  # D2's evaluator either way: there is no drop-in
         assert type(build_evaluator(_cfg(fast), name, str(tmp_path))) is SemSegEvaluator
@@ -162,7 +168,7 @@ def test_build_evaluator_table(tmp_path, monkeypatch):
         NotImplementedError,
         match=r"no evaluator for dataset 'd2ext_test_eval_video' with evaluator_type='video_ap'; "
         r"set MetadataCatalog.get\(name\).evaluator_type to one of coco, coco_panoptic_seg, "
-        r"sem_seg, landmark$",
+        r"sem_seg, landmark, widerface$",
     ):
         build_evaluator(_cfg(True), name, str(tmp_path))
 

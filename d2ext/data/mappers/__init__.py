@@ -9,12 +9,14 @@ from .landmark_topdown import (
     TopDownLandmarkMapper,
     crop_affine,
 )
+from .retinaface import RetinaFaceMapper
 from .upsnet_panoptic import UPSNetPanopticMapper
 from .yolact import YOLACTDatasetMapper, build_scale_jitter
 
 __all__ = [
     "AffineCropTransform",
     "RandomLandmarkCrop",
+    "RetinaFaceMapper",
     "TopDownLandmarkMapper",
     "UPSNetPanopticMapper",
     "YOLACTDatasetMapper",

@@ -20,6 +20,10 @@ Builtin names (generated under ``$DETECTRON2_DATASETS`` (default ``./datasets``)
 * ``synth_bodies_{train,val,mini_train,mini_val}``: 192x192 stick figures with the 17 COCO
   person keypoints (COCO keypoints json, loaded by D2's ``load_coco_json``;
   ``evaluator_type="coco"``), in ``synth_bodies/<name>/``.
+* ``synth_face_scenes_{train,val,mini_train,mini_val}``: 320x320 scenes of up to 15 faces of
+  8-272 px with the five RetinaFace landmarks (RetinaFace ``label.txt`` loaded by
+  ``d2ext.data.wider_face``, official ``.mat`` keep-lists in ``wider_gt_dir``;
+  ``evaluator_type="widerface"``), in ``synth_face_scenes/<name>/``.
 """
 
 import functools
@@ -41,6 +45,7 @@ from detectron2.data.datasets.builtin_meta import (
 
 from ..dataset_checks import add_dataset_checks
 from ..ibug_pts import register_ibug_pts
+from ..wider_face import load_wider_face_label, wider_face_metadata
 from .categories import instances_metadata, panoptic_separated_metadata, panoptic_standard_metadata
 from .generate import SyntheticSpec, generate
 
@@ -69,10 +74,15 @@ BUILTIN_DATASETS: Dict[str, Tuple[str, int, int]] = {
     "synth_bodies_val": ("bodies", 100, 42),
     "synth_bodies_mini_train": ("bodies", 16, 43),
     "synth_bodies_mini_val": ("bodies", 8, 44),
+    "synth_face_scenes_train": ("face_scenes", 800, 51),
+    "synth_face_scenes_val": ("face_scenes", 200, 52),
+    "synth_face_scenes_mini_train": ("face_scenes", 16, 53),
+    "synth_face_scenes_mini_val": ("face_scenes", 8, 54),
 }
 BUILTIN_IMAGE_SIZE = (256, 256)
 # small images keep CPU training of the landmark models fast
-BUILTIN_IMAGE_SIZES = {"faces": (128, 128), "bodies": (192, 192)}
+# face scenes: the CPU RetinaFace configs train at INPUT.RETINAFACE.TRAIN_SIZE 320
+BUILTIN_IMAGE_SIZES = {"faces": (128, 128), "bodies": (192, 192), "face_scenes": (320, 320)}
 
 
 def synthetic_root() -> str:
@@ -244,6 +254,34 @@ def register_synthetic_bodies(
     return spec
 
 
+def register_synthetic_face_scenes(
+    name: str,
+    root: Optional[str] = None,
+    num_images: int = 800,
+    image_size: Tuple[int, int] = BUILTIN_IMAGE_SIZES["face_scenes"],
+    seed: int = 0,
+    max_faces: int = 15,
+) -> SyntheticSpec:
+    """Register a face-scenes dataset ``name`` (``face_scenes.py``) generated in
+    ``<root>/synth_face_scenes/<name>/`` on first use as ``images/<event>/*.jpg`` + a RetinaFace
+    ``label.txt`` (loaded by :func:`d2ext.data.wider_face.load_wider_face_label`, as WIDER FACE
+    is) + the four official ``.mat`` files in ``gt/`` (metadata ``wider_gt_dir``)."""
+    spec = SyntheticSpec("face_scenes", num_images, tuple(image_size), seed, max_faces)
+    out_dir = os.path.abspath(os.path.join(root or synthetic_root(), "synth_face_scenes", name))
+    if _prepare(name, spec, out_dir):
+        j = functools.partial(os.path.join, out_dir)
+        DatasetCatalog.register(
+            name, functools.partial(load_wider_face_label, j("label.txt"), j("images"))
+        )
+        MetadataCatalog.get(name).set(
+            **wider_face_metadata(
+                image_root=j("images"), annotation_file=j("label.txt"), wider_gt_dir=j("gt")
+            )
+        )
+        _make_lazy((name,), spec, out_dir)
+    return spec
+
+
 def register_synthetic(
     name: str, root: Optional[str] = None, spec: Optional[SyntheticSpec] = None
 ) -> SyntheticSpec:
@@ -256,6 +294,8 @@ def register_synthetic(
             register_synthetic_shapes if spec.kind == "shapes" else register_synthetic_panoptic
         )
         return register(*args, spec.max_objects)
+    if spec.kind == "face_scenes":
+        return register_synthetic_face_scenes(*args, spec.max_objects)
     register = register_synthetic_faces if spec.kind == "faces" else register_synthetic_bodies
     return register(*args)
 

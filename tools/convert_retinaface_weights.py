@@ -1,0 +1,74 @@
+#!/usr/bin/env python
+"""Convert an official RetinaFace checkpoint (biubug6/Pytorch_Retinaface
+``mobilenet0.25_Final.pth`` or ``Resnet50_Final.pth``, with or without DataParallel's
+``module.`` prefix) to a D2 checkpoint for d2ext's ``RetinaFace``.
+
+    python tools/convert_retinaface_weights.py mobilenet0.25_Final.pth retinaface_mnet025.pth
+
+Prints the config to use: ``configs/RetinaFace/retinaface_mnet025_640.yaml`` or
+``retinaface_R_50_840.yaml`` (BGR minus (104, 117, 123), as the original). The output is
+``{"model": state_dict, "__author__": ..., "matching_heuristics": False}`` (D2's
+DetectionCheckpointer format, exact key names).
+"""
+
+import argparse
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
+
+from d2ext.modeling.retinaface import (  # noqa: E402
+    convert_official_retinaface_state_dict,
+    infer_official_retinaface_backbone,
+)
+
+CONFIGS = {
+    "mobilenet0.25": "configs/RetinaFace/retinaface_mnet025_640.yaml",
+    "resnet50": "configs/RetinaFace/retinaface_R_50_840.yaml",
+}
+
+
+def load_official_state_dict(src: str) -> dict:
+    """The RetinaFace state dict inside ``src`` (a bare state dict as the original saves it, or
+    a ``{"state_dict"|"model"|"net": ...}`` wrapper)."""
+    if not os.path.isfile(src):
+        raise FileNotFoundError(f"official RetinaFace checkpoint {src!r} does not exist")
+    ckpt = torch.load(src, map_location="cpu", weights_only=False)
+    for key in ("state_dict", "model", "net"):
+        if isinstance(ckpt, dict) and isinstance(ckpt.get(key), dict):
+            ckpt = ckpt[key]
+            break
+    if not isinstance(ckpt, dict) or not ckpt or not all(torch.is_tensor(v) for v in ckpt.values()):
+        raise ValueError(f"{src!r} is not a RetinaFace state dict (expected a dict of tensors)")
+    return ckpt
+
+
+def convert_file(src: str, dst: str) -> str:
+    """Convert ``src`` to ``dst``; returns the config file to use it with."""
+    state_dict = load_official_state_dict(src)
+    try:
+        backbone = infer_official_retinaface_backbone(state_dict)
+    except ValueError as e:
+        raise ValueError(f"{src!r}: {e}") from None
+    model, _ = convert_official_retinaface_state_dict(state_dict)
+    os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
+    author = "biubug6/Pytorch_Retinaface"
+    torch.save({"model": model, "__author__": author, "matching_heuristics": False}, dst)
+    return CONFIGS[backbone]
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("src", help="official checkpoint, e.g. mobilenet0.25_Final.pth")
+    parser.add_argument("dst", help="output D2 checkpoint (.pth)")
+    args = parser.parse_args(argv)
+    config = convert_file(args.src, args.dst)
+    print(f"wrote {args.dst}; use with: --config-file {config} MODEL.WEIGHTS {args.dst}")
+
+
+if __name__ == "__main__":
+    main()
