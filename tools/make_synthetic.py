@@ -55,6 +55,15 @@ def _contents(kind: str, out_dir: str) -> str:
             f"{len(flags) // 68} faces, 68 landmarks each ({flags.count(1)} occluded, "
             f"{flags.count(0)} outside the image)"
         )
+    if kind == "face_scenes":
+        with open(os.path.join(out_dir, "label.txt")) as f:
+            lines = [line.split() for line in f if line.strip()]
+        faces = [f for f in lines if f[0] != "#"]
+        missing = sum(len(f) >= 19 and float(f[4]) < 0 for f in faces)
+        return (
+            f"{len(faces)} faces "
+            f"({missing} without landmarks), RetinaFace label.txt + WIDER .mat keep-lists"
+        )
     json_name = "person_keypoints.json" if kind == "bodies" else "instances.json"
     with open(os.path.join(out_dir, json_name)) as f:
         anns = json.load(f)["annotations"]

@@ -11,12 +11,12 @@ dataloader.train.num_workers = 1
 dataloader.test.num_workers = 1
 # from scratch: 10x the original's lr after a warm-up
 optimizer.lr = 0.01
-train.max_iter = 3000
+train.max_iter = 2000
 train.device = "cpu"
 train.checkpointer.period = 100000
 train.output_dir = "output/retinaface_mnet025_synth_lazy"
-lr_multiplier.scheduler.milestones = [2400]
+lr_multiplier.scheduler.milestones = [1600]
 lr_multiplier.scheduler.values = [1.0, 0.1]
-lr_multiplier.warmup_length = 200 / 3000
+lr_multiplier.warmup_length = 200 / 2000
 
 __all__ = ["dataloader", "lr_multiplier", "model", "optimizer", "train"]

@@ -316,6 +316,18 @@ def test_make_synthetic_cli(tmp_path, repo_root):
     assert "synth_faces_val: faces, 2 images of 64x80, 2 faces, 68 landmarks each" in out.stdout
     images = tmp_path / "synth_faces" / "synth_faces_val" / "images"
     assert sorted(os.listdir(images)) == ["000000.png", "000000.pts", "000001.png", "000001.pts"]
+    cmd[2] = "synth_face_scenes_val"
+    out = subprocess.run(cmd, cwd=repo_root, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    root = tmp_path / "synth_face_scenes" / "synth_face_scenes_val"
+    with open(root / "label.txt") as f:
+        faces = [line for line in f if line.strip() and not line.startswith("#")]
+    assert (
+        f"synth_face_scenes_val: face_scenes, 2 images of 64x80, {len(faces)} faces (" in out.stdout
+    )
+    assert sorted(os.listdir(root / "gt")) == [
+        "wider_easy_val.mat", "wider_face_val.mat", "wider_hard_val.mat", "wider_medium_val.mat"
+    ]  # fmt: skip
 
 
 def test_make_synthetic_cli_rejects_unknown_names(repo_root, capsys):
