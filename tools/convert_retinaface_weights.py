@@ -6,7 +6,10 @@
     python tools/convert_retinaface_weights.py mobilenet0.25_Final.pth retinaface_mnet025.pth
 
 Prints the config to use: ``configs/RetinaFace/retinaface_mnet025_640.yaml`` or
-``retinaface_R_50_840.yaml`` (BGR minus (104, 117, 123), as the original). The output is
+``retinaface_R_50_840.yaml`` (BGR minus (104, 117, 123), as the original). The ImageNet
+MobileNet-0.25 the original trains from (``mobilenetV1X0.25_pretrain.tar``) converts the same
+way, to the backbone only: ``MODEL.WEIGHTS`` of a training run (the paper recipe); for the
+R-50 recipe, D2's ``convert-torchvision-to-d2.py`` converts torchvision's ImageNet ResNet-50. The output is
 ``{"model": state_dict, "__author__": ..., "matching_heuristics": False}`` (D2's
 DetectionCheckpointer format, exact key names).
 """
@@ -26,6 +29,7 @@ from d2ext.modeling.retinaface import (  # noqa: E402
 
 CONFIGS = {
     "mobilenet0.25": "configs/RetinaFace/retinaface_mnet025_640.yaml",
+    "mobilenet0.25-imagenet": "configs/RetinaFace/retinaface_mnet025_640.yaml",
     "resnet50": "configs/RetinaFace/retinaface_R_50_840.yaml",
 }
 

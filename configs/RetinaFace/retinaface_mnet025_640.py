@@ -58,9 +58,10 @@ model = L(RetinaFace)(
     neg_pos_ratio=7,
     loss_weights={"loss_bbox": 2.0, "loss_cls": 1.0, "loss_landmark": 1.0},
     score_threshold=0.02,
-    topk_candidates=5000,
+    # WIDER evaluation as test_widerface.py: no top-k, no keep limit (detect.py: 5000 / 750)
+    topk_candidates=0,
     nms_threshold=0.4,
-    max_detections_per_image=750,
+    max_detections_per_image=0,
     nms_legacy_plus_one=True,
 )
 

@@ -47,9 +47,10 @@ model = L(RetinaNet)(
     box_reg_loss_type="smooth_l1",
     # RetinaFace's inference settings, so AP compares the models and not the thresholds
     test_score_thresh=0.02,
-    test_topk_candidates=5000,
+    # no practical limit, as RetinaFace's WIDER protocol
+    test_topk_candidates=100000,
     test_nms_thresh=0.4,
-    max_detections_per_image=750,
+    max_detections_per_image=100000,
     pixel_mean=[104.0, 117.0, 123.0],
     pixel_std=[1.0, 1.0, 1.0],
     input_format="BGR",

@@ -3,6 +3,7 @@
 
 from .common import add_common_config
 from .defaults import add_d2ext_config
+from .densepose import add_densepose_config
 from .hourglass import add_hourglass_config
 from .hourglass_keypoint_head import add_hourglass_keypoint_head_config
 from .postprocess import add_postprocess_config
@@ -13,6 +14,7 @@ from .yolact import add_yolact_config
 __all__ = [
     "add_d2ext_config",
     "add_common_config",
+    "add_densepose_config",
     "add_hourglass_config",
     "add_hourglass_keypoint_head_config",
     "add_postprocess_config",

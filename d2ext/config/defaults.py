@@ -1,6 +1,7 @@
 from detectron2.config import CfgNode
 
 from .common import add_common_config
+from .densepose import add_densepose_config
 from .hourglass import add_hourglass_config
 from .hourglass_keypoint_head import add_hourglass_keypoint_head_config
 from .postprocess import add_postprocess_config
@@ -23,4 +24,5 @@ def add_d2ext_config(cfg: CfgNode) -> CfgNode:
     add_hourglass_config(cfg)
     add_hourglass_keypoint_head_config(cfg)
     add_retinaface_config(cfg)
+    add_densepose_config(cfg)
     return cfg

@@ -46,11 +46,12 @@ def add_retinaface_config(cfg: CN) -> None:
     # --- Inference (detect.py / test_widerface.py) ---
     # Face probability below which anchors are dropped (confidence_threshold).
     cfg.MODEL.RETINAFACE.SCORE_THRESH_TEST = 0.02
-    # Highest-scoring anchors kept before NMS (top_k).
+    # Highest-scoring anchors kept before NMS (detect.py's top_k); <= 0: no limit, as
+    # test_widerface.py (the WIDER evaluation script applies neither this nor the next limit).
     cfg.MODEL.RETINAFACE.TOPK_CANDIDATES_TEST = 5000
     # NMS IoU threshold (nms_threshold).
     cfg.MODEL.RETINAFACE.NMS_THRESH_TEST = 0.4
-    # Detections kept per image after NMS (keep_top_k).
+    # Detections kept per image after NMS (detect.py's keep_top_k); <= 0: no limit.
     cfg.MODEL.RETINAFACE.DETECTIONS_PER_IMAGE = 750
     # NMS with the legacy "+1" box areas of the original's py_cpu_nms (exact parity); False is
     # torchvision's continuous-coordinate IoU.

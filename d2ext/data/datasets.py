@@ -22,6 +22,11 @@ format              entry
                     ``d2ext.data.wider_face``
 ``wider_bbx``       ``(name, "wider_bbx", bbx_gt_txt, image_root[, gt_dir])``: the plain WIDER
                     ``wider_face_{train,val}_bbx_gt.txt`` (boxes + attributes, no landmarks)
+``densepose_coco``  ``(name, "densepose_coco", densepose_json, image_root[, uv_symmetry_mat])``:
+                    DensePose-COCO (COCO instances + ``dp_*`` points and part masks);
+                    ``uv_symmetry_mat``: the ``UV_symmetry_transforms.mat`` for flipping
+                    (default: the synthetic figures' table; ``evaluator_type="densepose"``);
+                    see ``d2ext.data.densepose_coco``
 ==================  =======================================================================
 
 From the command line::
@@ -49,6 +54,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances, register_coco_panoptic
 
+from .densepose_coco import register_densepose_coco
 from .ibug_pts import register_ibug_pts
 from .wider_face import register_wider_bbx, register_wider_face
 
@@ -188,6 +194,7 @@ DATASET_FORMATS: Dict[str, Callable[..., None]] = {
     "ibug_pts": register_ibug,
     "widerface": register_wider_face,
     "wider_bbx": register_wider_bbx,
+    "densepose_coco": register_densepose_coco,
 }
 
 # name -> the normalized entry it was registered with (makes re-registration a no-op)

@@ -9,9 +9,9 @@ Two formats, both with images at ``<image_root>/<event>/<file>.jpg`` (the offici
 
   a ``#`` line per image, then one face per line: ``x y w h`` (20 numbers in ``train/``: then
   five ``lx ly flag`` landmarks and a last value kept as ``"blur"``; 4 numbers in ``val/``,
-  which has no landmarks). A landmark written as ``-1 -1`` is missing (``v=0``), every other
-  one is labelled (``v=2``; the flag is not used, as in the original). An image without face
-  lines is a valid image without faces.
+  which has no landmarks). As in the original, a face whose first landmark has a negative x
+  (``-1``) has none (all ``v=0``), every other face has all five labelled (``v=2``, as written;
+  the flag is not used). An image without face lines is a valid image without faces.
 * The plain WIDER ``wider_face_{train,val}_bbx_gt.txt`` (:func:`load_wider_bbx_gt`)::
 
       0--Parade/0_Parade_marchingband_1_849.jpg
@@ -151,12 +151,15 @@ def _numbers(text: str, where: str) -> List[float]:
 
 
 def _annotation(xywh: Sequence[float], landmarks: Optional[np.ndarray] = None, **extra) -> Dict:
-    """One face; ``landmarks`` (5, 2) as written (``-1 -1`` = missing) or None (none labelled)."""
+    """One face; ``landmarks`` (5, 2) as written or None (none labelled).
+
+    The original's rule decides whether a face has landmarks (biubug6 ``data/wider_face.py``):
+    all five are missing when the FIRST point's x is negative (``-1``, or a left eye beyond the
+    left border), else all five are labelled as written (a later ``-1 -1`` point included)."""
     keypoints = np.zeros((_NUM_POINTS, 3))
-    if landmarks is not None:
-        labelled = ~(landmarks == -1).all(axis=1)
-        keypoints[labelled, :2] = landmarks[labelled]
-        keypoints[labelled, 2] = 2
+    if landmarks is not None and not landmarks[0, 0] < 0:
+        keypoints[:, :2] = landmarks
+        keypoints[:, 2] = 2
     return {
         "bbox": [float(v) for v in xywh],
         "bbox_mode": BoxMode.XYWH_ABS,

@@ -2,6 +2,7 @@
 backbone and head into Detectron2's registries."""
 
 from . import (
+    densepose,  # noqa: F401  (registration)
     hourglass,  # noqa: F401  (registration)
     postprocess,  # noqa: F401  (registration: fast-paste variants of stock models)
     retinaface,  # noqa: F401  (registration)

@@ -86,8 +86,8 @@ def test_label_txt_records(tmp_path, images):
         "blur": 0.82,
     }
     assert a[1]["keypoints"] == [0.0] * 15 and a[1]["blur"] == -1.0
-    # -1 -1 per point: only those points are missing
-    assert a[2]["keypoints"] == [5.5, 6.5, 2, 0, 0, 0, 7, 8, 2, 0, 0, 0, 9.25, 10, 2]
+    # the original's rule: the first point is labelled, so all five are, -1 -1 included
+    assert a[2]["keypoints"] == [5.5, 6.5, 2, -1, -1, 2, 7, 8, 2, -1, -1, 2, 9.25, 10, 2]
     assert dicts[1]["annotations"] == []  # an image without faces is valid
     # val/label.txt lines: boxes only, no landmarks, no blur
     (c,) = dicts[2]["annotations"]
@@ -177,7 +177,7 @@ def test_format_label_face_round_trip(tmp_path, images):
     assert lines[3] == "9 10 11 12"
     (d,) = load_wider_face_label(_write(tmp_path, "\n".join(lines) + "\n"), images)
     a = d["annotations"]
-    assert a[0]["keypoints"] == [1.5, 2.0625, 2, 3, 4, 2, 5, 6, 2, 0, 0, 0, 7.25, 8, 2]
+    assert a[0]["keypoints"] == [1.5, 2.0625, 2, 3, 4, 2, 5, 6, 2, -1, -1, 2, 7.25, 8, 2]
     assert a[0]["blur"] == 2.0 and a[1]["blur"] == 0.0 and a[1]["keypoints"] == [0.0] * 15
     assert "blur" not in a[2]
 

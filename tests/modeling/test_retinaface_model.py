@@ -199,6 +199,24 @@ def test_batched_inference_equals_one_at_a_time(model):
     assert torch.allclose(b0.pred_boxes.tensor, a0.pred_boxes.tensor, atol=1e-4)
     assert torch.allclose(b0.scores, a0.scores, atol=1e-6)
     assert batched[1]["instances"].image_size == (64, 96)
+    # the small image keeps only the anchors of its own ceil(h / s) x ceil(w / s) maps
+    valid = model._unpadded_anchors((96, 128), [(96, 128), (64, 96)], 2 * (12 * 16 + 6 * 8 + 3 * 4))
+    assert valid[0].all()
+    assert int(valid[1].sum()) == 2 * (8 * 12 + 4 * 6 + 2 * 3)
+    with torch.no_grad():
+        cls, box, lm, anchors = model.forward_raw(
+            (torch.stack([big, big]).float() - model.pixel_mean) / model.pixel_std
+        )
+    model.score_threshold = 0.0
+    padded = model.inference(cls, box, lm, anchors, [(96, 128), (64, 96)], (96, 128))[1]
+    kept_anchor_centres = padded.pred_boxes.tensor  # decoded, but from valid anchors only
+    assert len(padded) > 0 and len(kept_anchor_centres) <= int(valid[1].sum())
+    # limits <= 0: every candidate above the threshold survives top-k, every NMS survivor is kept
+    model.topk_candidates, model.max_detections_per_image = 0, 0
+    unlimited = model.inference(cls, box, lm, anchors, [(96, 128)])[0]
+    model.topk_candidates, model.max_detections_per_image = 5000, 750
+    assert len(unlimited) >= len(model.inference(cls, box, lm, anchors, [(96, 128)])[0]) > 0
+    model.score_threshold = 0.02
     # requested output size: coordinates scaled by it
     with torch.no_grad():
         scaled = model([{"image": big, "height": 192, "width": 256}])[0]["instances"]

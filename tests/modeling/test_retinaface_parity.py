@@ -182,3 +182,21 @@ def test_converter_cli_output_loads_with_detectron2_checkpointer(fixture_dir, tm
         )
     assert torch.allclose(box, fx["raw"]["loc"], atol=RAW_ATOL, rtol=0)
     assert torch.allclose(lm, fx["raw"]["landms"], atol=RAW_ATOL, rtol=0)
+
+
+def test_converter_takes_the_imagenet_mobilenet(fixture_dir):
+    """mobilenetV1X0.25_pretrain.tar (DataParallel keys ``module.stage*`` + the classifier):
+    the backbone of our model, classifier dropped."""
+    fx = torch.load(_files(fixture_dir)[0], map_location="cpu", weights_only=False)
+    body = {
+        "module." + k[len("body.") :]: v
+        for k, v in fx["state_dict"].items()
+        if k.startswith("body.")
+    }
+    body["module.fc.weight"] = torch.zeros(1000, 256)
+    body["module.fc.bias"] = torch.zeros(1000)
+    assert infer_official_retinaface_backbone(body) == "mobilenet0.25-imagenet"
+    converted, _ = convert_official_retinaface_state_dict(body)
+    model = build_model(cfg_for(fx["meta"], "mobilenet0.25"))
+    backbone_keys = {k for k in model.state_dict() if k.startswith("backbone.")}
+    assert set(converted) == backbone_keys

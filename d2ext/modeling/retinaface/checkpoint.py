@@ -72,6 +72,8 @@ def _conv_or_norm(prefix: str, index: str, param: str, key: str) -> str:
 
 _RULES = (
     (rf"body\.stage(\d)\.(\d+)\.(\d)\.{_PARAM}", _mnet),
+    # the ImageNet MobileNet-0.25 the original trains from (mobilenetV1X0.25_pretrain.tar)
+    (rf"stage(\d)\.(\d+)\.(\d)\.{_PARAM}", _mnet),
     (rf"body\.conv1\.{_PARAM}", lambda m: f"backbone.stem.conv1.{m.group(1)}"),
     (rf"body\.bn1\.{_PARAM}", lambda m: f"backbone.stem.conv1.norm.{m.group(1)}"),
     (rf"body\.layer(\d)\.(\d+)\.(conv\d|bn\d|downsample\.\d)\.{_PARAM}", _resnet),
@@ -109,8 +111,11 @@ def _map_key(key: str) -> str:
 
 
 def infer_official_retinaface_backbone(state_dict: Dict[str, torch.Tensor]) -> str:
-    """``"mobilenet0.25"`` or ``"resnet50"`` from the keys of an official checkpoint."""
+    """``"mobilenet0.25"`` or ``"resnet50"`` from the keys of an official checkpoint;
+    ``"mobilenet0.25-imagenet"`` for the ImageNet backbone the original trains from."""
     keys = [k[len("module.") :] if k.startswith("module.") else k for k in state_dict]
+    if any(k.startswith("stage") for k in keys) and not any(k.startswith("fpn.") for k in keys):
+        return "mobilenet0.25-imagenet"
     if any(k.startswith("body.stage") for k in keys):
         return "mobilenet0.25"
     if any(k.startswith("body.layer") for k in keys):
@@ -122,10 +127,12 @@ def convert_official_retinaface_state_dict(
     state_dict: Dict[str, torch.Tensor],
 ) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:
     """Returns (d2ext state dict, {official key: d2ext key}). An unknown key is a ``KeyError``
-    naming it."""
+    naming it. The ImageNet backbone's classifier (``fc.*``) is dropped."""
     out, names = {}, {}
     for key, value in state_dict.items():
         k = key[len("module.") :] if key.startswith("module.") else key
+        if k.startswith("fc."):
+            continue
         try:
             new = _map_key(k)
         except KeyError:

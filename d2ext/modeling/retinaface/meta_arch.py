@@ -240,7 +240,9 @@ class RetinaFace(nn.Module):
             except AssertionError:  # no EventStorage outside a trainer
                 pass
             return {k: v * self.loss_weights[k] for k, v in losses.items()}
-        results = self.inference(cls, box, lm, anchors, images.image_sizes)
+        results = self.inference(
+            cls, box, lm, anchors, images.image_sizes, tuple(images.tensor.shape[-2:])
+        )
         processed = []
         for r, x, size in zip(results, batched_inputs, images.image_sizes):
             processed.append({"instances": self._rescale(r, x, size)})
@@ -253,14 +255,24 @@ class RetinaFace(nn.Module):
         lm: Optional[torch.Tensor],
         anchors: Boxes,
         image_sizes: List[Tuple[int, int]],
+        padded_size: Optional[Tuple[int, int]] = None,
     ) -> List[Instances]:
-        """Detections per image in the network input's pixels (``detect.py``'s post-processing)."""
+        """Detections per image in the network input's pixels (``detect.py``'s post-processing).
+        ``padded_size``: (H, W) of the batch when its images were padded to it; anchors of an
+        image's padding (cells the original, run on that image alone, does not have) are
+        dropped."""
         scores_all = F.softmax(cls, dim=-1)[..., 1]
+        if padded_size is not None:
+            valid = self._unpadded_anchors(padded_size, image_sizes, scores_all.shape[1])
+            if valid is not None:
+                scores_all = scores_all.masked_fill(~valid.to(scores_all.device), 0.0)
         results = []
         for i, size in enumerate(image_sizes):
             scores = scores_all[i]
             keep = torch.nonzero(scores > self.score_threshold).squeeze(1)
-            order = scores[keep].argsort(descending=True)[: self.topk_candidates]
+            order = scores[keep].argsort(descending=True)
+            if self.topk_candidates > 0:
+                order = order[: self.topk_candidates]
             keep = keep[order]
             scores = scores[keep]
             a = anchors.tensor[keep]
@@ -271,7 +283,9 @@ class RetinaFace(nn.Module):
                 nms_boxes = torch.cat([boxes[:, :2], boxes[:, 2:] + 1.0], dim=1)
             kept = batched_nms(
                 nms_boxes, scores, torch.zeros_like(scores, dtype=torch.int64), self.nms_threshold
-            )[: self.max_detections_per_image]
+            )
+            if self.max_detections_per_image > 0:
+                kept = kept[: self.max_detections_per_image]
             inst = Instances(size)
             inst.pred_boxes = Boxes(boxes[kept])
             inst.scores = scores[kept]
@@ -283,6 +297,28 @@ class RetinaFace(nn.Module):
                 )
             results.append(inst)
         return results
+
+    def _unpadded_anchors(
+        self, padded_size: Tuple[int, int], image_sizes: List[Tuple[int, int]], num_anchors: int
+    ) -> Optional[torch.Tensor]:
+        """(B, A) bool: anchors whose cell lies in the ``ceil(h / stride) x ceil(w / stride)``
+        map of the image itself; None when no image is padded (or the backbone's maps are not
+        ``ceil(H / stride)``, where the cells cannot be told apart)."""
+        if all(tuple(size) == tuple(padded_size) for size in image_sizes):
+            return None
+        gen = self.anchor_generator
+        height, width = padded_size
+        masks = []
+        for h, w in image_sizes:
+            per_level = []
+            for stride, a in zip(gen.strides, gen.num_anchors):
+                rows = torch.arange(math.ceil(height / stride)) < math.ceil(h / stride)
+                cols = torch.arange(math.ceil(width / stride)) < math.ceil(w / stride)
+                cells = rows[:, None] & cols[None, :]
+                per_level.append(cells[..., None].expand(-1, -1, a).reshape(-1))
+            masks.append(torch.cat(per_level))
+        valid = torch.stack(masks)
+        return valid if valid.shape[1] == num_anchors else None
 
     @staticmethod
     def _rescale(inst: Instances, inputs: Dict, size: Tuple[int, int]) -> Instances:
