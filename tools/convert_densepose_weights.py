@@ -64,7 +64,9 @@ def main(argv=None) -> None:
     dropped = convert_file(args.src, args.dst)
     if dropped:
         print(f"dropped {len(dropped)} confidence-layer keys: {', '.join(dropped)}")
-    print(f"wrote {args.dst}; use with MODEL.ROI_HEADS.NAME DensePoseROIHeads MODEL.WEIGHTS {args.dst}")
+    print(
+        f"wrote {args.dst}; use with MODEL.ROI_HEADS.NAME DensePoseROIHeads MODEL.WEIGHTS {args.dst}"
+    )
 
 
 if __name__ == "__main__":

@@ -31,7 +31,13 @@ sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")
 import d2ext  # noqa: E402,F401  (registration)
 from d2ext.data.build import is_top_down  # noqa: E402
 from d2ext.engine import LandmarkPredictor, setup_cfg  # noqa: E402
-from d2ext.utils.visualize import DEFAULT_CONFIDENCE, draw_predictions, rendering_path  # noqa: E402
+from d2ext.utils.densepose_vis import write_image_iuv_png, write_iuv_png  # noqa: E402
+from d2ext.utils.visualize import (  # noqa: E402
+    DEFAULT_CONFIDENCE,
+    densepose_charts,
+    draw_predictions,
+    rendering_path,
+)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -74,6 +80,21 @@ def _annotation_boxes(record):
     ]
 
 
+def _write_iuv(out_path: str, predictions, confidence: float, image_size) -> None:
+    """The IUV PNGs of ``--iuv`` beside the rendering ``out_path``."""
+    instances = predictions.get("instances")
+    if instances is None or not instances.has("pred_densepose"):
+        raise ValueError("--iuv needs a DensePose model (outputs with pred_densepose)")
+    instances = instances.to("cpu")
+    instances = instances[instances.scores >= confidence]
+    charts = densepose_charts(instances)
+    stem = os.path.splitext(out_path)[0]
+    boxes = instances.pred_boxes.tensor
+    write_image_iuv_png(f"{stem}_iuv.png", image_size, boxes, instances.scores, charts)
+    for k, (labels, uv) in enumerate(charts):
+        write_iuv_png(f"{stem}_iuv_{k}.png", labels, uv)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -101,6 +122,12 @@ def main(argv=None):
         action="append",
         metavar=("X0", "Y0", "X1", "Y1"),
         help="top-down landmark models: a box (image pixels) to localise landmarks in",
+    )
+    parser.add_argument(
+        "--iuv",
+        action="store_true",
+        help="DensePose models: also write <stem>_iuv.png (the whole image: I, U*255, V*255 of "
+        "every drawn detection, higher scores on top) and <stem>_iuv_<k>.png per detection",
     )
     parser.add_argument("opts", nargs=argparse.REMAINDER, default=[])
     args = parser.parse_args(argv)
@@ -147,6 +174,8 @@ def main(argv=None):
         rendered = draw_predictions(image_bgr[:, :, ::-1], predictions, metadata, confidence)
         out_path = out_paths[path]
         cv2.imwrite(out_path, rendered[:, :, ::-1])
+        if args.iuv:
+            _write_iuv(out_path, predictions, confidence, image_bgr.shape[:2])
         if "instances" in predictions:
             scores = predictions["instances"].scores
             n = f"{len(scores)} instances, {int((scores >= confidence).sum())} drawn"

@@ -1,7 +1,8 @@
 """Datasets and mappers. Importing registers the synthetic datasets (``synth_*``) in D2's
 DatasetCatalog/MetadataCatalog; they are generated on first use (see ``d2ext.data.synthetic``).
-It also registers ``widerface_{train,val}`` (WIDER FACE under ``$DETECTRON2_DATASETS/widerface``,
-read when first used)."""
+It also registers ``widerface_{train,val}`` (WIDER FACE under ``$DETECTRON2_DATASETS/widerface``)
+and ``densepose_coco_2014_*`` (DensePose-COCO under ``$DETECTRON2_DATASETS/coco``), read when
+first used."""
 
 from . import (
     mappers,  # noqa: F401  (registration: YOLACT and UPSNet train mappers)
@@ -10,6 +11,11 @@ from . import (
 from .build import MAPPER_REGISTRY, build_train_mapper
 from .dataset_checks import SafeMapper, add_dataset_checks, validate_dataset_dicts
 from .datasets import DATASET_FORMATS, register_datasets
+from .densepose_coco import (
+    load_densepose_coco_json,
+    register_densepose_coco,
+    register_densepose_coco_builtins,
+)
 from .ibug_pts import load_ibug_pts_dataset, read_pts, register_ibug_pts
 from .keypoint_metadata import (
     IBUG_68_CONNECTION_RULES,
@@ -30,8 +36,9 @@ from .wider_face import (
 )
 from .wider_face_mat import read_wider_gt_mats, write_wider_gt_mats
 
-# WIDER FACE under $DETECTRON2_DATASETS/widerface, as D2 registers its builtin COCO
+# WIDER FACE and DensePose-COCO under $DETECTRON2_DATASETS, as D2 registers its builtin COCO
 register_wider_face_builtins()
+register_densepose_coco_builtins()
 
 __all__ = [
     "MAPPER_REGISTRY",
@@ -56,6 +63,9 @@ __all__ = [
     "register_wider_face",
     "register_wider_bbx",
     "register_wider_face_builtins",
+    "load_densepose_coco_json",
+    "register_densepose_coco",
+    "register_densepose_coco_builtins",
     "wider_face_metadata",
     "read_wider_gt_mats",
     "write_wider_gt_mats",

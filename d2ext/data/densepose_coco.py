@@ -18,7 +18,8 @@ one annotation into :class:`~d2ext.structures.DensePoseData`.
 
 Metadata of :func:`register_densepose_coco`: D2's COCO instance keys, ``json_file``,
 ``image_root``, ``evaluator_type="densepose"`` and ``densepose_transform_src`` (the
-``UV_symmetry_transforms.mat`` given, else :data:`~d2ext.data.densepose_flip.SYNTHETIC_UV_SYMMETRY`).
+``UV_symmetry_transforms.mat`` given, else
+:data:`~d2ext.data.densepose_flip.SYNTHETIC_UV_SYMMETRY`).
 """
 
 import functools
@@ -36,6 +37,7 @@ from d2ext.structures import DensePoseData
 from .densepose_flip import NUM_COARSE_PARTS, NUM_PARTS, SYNTHETIC_UV_SYMMETRY
 
 __all__ = [
+    "register_densepose_coco_builtins",
     "DENSEPOSE_KEYS",
     "DENSEPOSE_POINT_KEYS",
     "annotation_to_densepose_data",
@@ -69,7 +71,9 @@ def check_densepose_annotation(ann: Dict, json_file: str) -> None:
         raise ValueError(f"DensePose points without {missing} in {_where(ann, json_file)}")
     lengths = {k: len(ann[k]) for k in DENSEPOSE_POINT_KEYS}
     if len(set(lengths.values())) != 1:
-        raise ValueError(f"DensePose point lists of unequal length {lengths} in {_where(ann, json_file)}")
+        raise ValueError(
+            f"DensePose point lists of unequal length {lengths} in {_where(ann, json_file)}"
+        )
     parts = np.asarray(ann["dp_I"], dtype=np.float64)
     bad = parts[(parts != np.round(parts)) | (parts < 0) | (parts > NUM_PARTS)]
     if len(bad):
@@ -81,7 +85,8 @@ def check_densepose_annotation(ann: Dict, json_file: str) -> None:
     if masks is not None and (not isinstance(masks, list) or len(masks) != NUM_COARSE_PARTS):
         got = len(masks) if isinstance(masks, list) else type(masks).__name__
         raise ValueError(
-            f"dp_masks must list {NUM_COARSE_PARTS} part RLEs, got {got} in {_where(ann, json_file)}"
+            f"dp_masks must list {NUM_COARSE_PARTS} part RLEs, got {got} "
+            f"in {_where(ann, json_file)}"
         )
 
 
@@ -119,7 +124,9 @@ def annotation_to_densepose_data(ann: Dict) -> Optional[DensePoseData]:
     """``DensePoseData`` of an annotation's ``dp_*`` keys (as loaded), or None without points."""
     if not ann.get("dp_x"):
         return None
-    x, y, u, v = (torch.as_tensor(ann[k], dtype=torch.float32) for k in ("dp_x", "dp_y", "dp_U", "dp_V"))
+    x, y, u, v = (
+        torch.as_tensor(ann[k], dtype=torch.float32) for k in ("dp_x", "dp_y", "dp_U", "dp_V")
+    )
     i = torch.as_tensor(ann["dp_I"], dtype=torch.float64).round().long()
     masks = ann.get("dp_masks")
     segm = decode_dp_masks(masks) if masks is not None else None
@@ -155,6 +162,50 @@ def register_densepose_coco(
     if not os.path.isdir(image_root):
         raise FileNotFoundError(f"{what} image root: directory {image_root!r} does not exist")
     meta = densepose_coco_metadata(json_file, image_root, uv_symmetry_file)
-    DatasetCatalog.register(name, functools.partial(load_densepose_coco_json, json_file, image_root, name))
+    DatasetCatalog.register(
+        name, functools.partial(load_densepose_coco_json, json_file, image_root, name)
+    )
     MetadataCatalog.get(name).set(**meta)
 
+
+# D2-style builtin names of the paper configs (D2 projects/DensePose's names and layout), under
+# $DETECTRON2_DATASETS/coco; the flip table is the official UV_symmetry_transforms.mat there
+_BUILTINS = {
+    "densepose_coco_2014_train": ("annotations/densepose_train2014.json", "train2014"),
+    "densepose_coco_2014_minival": ("annotations/densepose_minival2014.json", "val2014"),
+    "densepose_coco_2014_valminusminival": (
+        "annotations/densepose_valminusminival2014.json",
+        "val2014",
+    ),
+}
+_BUILTIN_UV_SYMMETRY = "annotations/UV_symmetry_transforms.mat"
+
+
+def register_densepose_coco_builtins(root: Optional[str] = None) -> None:
+    """Register :data:`_BUILTINS` under ``root`` (default ``$DETECTRON2_DATASETS`` or
+    ``datasets``). Files are checked when a dataset is loaded (a missing one is a
+    FileNotFoundError naming it), as D2's builtin COCO."""
+    root = os.path.expanduser(root or os.environ.get("DETECTRON2_DATASETS", "datasets"))
+    for name, (json_rel, images_rel) in _BUILTINS.items():
+        if name in DatasetCatalog.list():
+            continue
+        json_file = os.path.join(root, "coco", json_rel)
+        image_root = os.path.join(root, "coco", images_rel)
+
+        def load(name=name, json_file=json_file, image_root=image_root):
+            for path in (json_file, image_root):
+                if not os.path.exists(path):
+                    raise FileNotFoundError(
+                        f"builtin dataset {name!r} (DensePose-COCO): {path!r} does not exist"
+                    )
+            return load_densepose_coco_json(json_file, image_root, name)
+
+        DatasetCatalog.register(name, load)
+        MetadataCatalog.get(name).set(
+            thing_classes=["person"],
+            thing_dataset_id_to_contiguous_id={1: 0},
+            json_file=json_file,
+            image_root=image_root,
+            evaluator_type="densepose",
+            densepose_transform_src=os.path.join(root, "coco", _BUILTIN_UV_SYMMETRY),
+        )

@@ -74,20 +74,23 @@ class UVSymmetryTable:
         for name in ("u_transforms", "v_transforms"):
             if tuple(getattr(self, name).shape) != shape:
                 raise ValueError(
-                    f"UVSymmetryTable: {name} must be {shape}, got {tuple(getattr(self, name).shape)}"
+                    f"UVSymmetryTable: {name} must be {shape}, "
+                    f"got {tuple(getattr(self, name).shape)}"
                 )
         for name, n in (("point_label_symmetries", 25), ("mask_label_symmetries", 15)):
             sym = getattr(self, name)
             if tuple(sym.shape) != (n,) or sorted(sym.tolist()) != list(range(n)):
-                raise ValueError(f"UVSymmetryTable: {name} must permute 0..{n - 1}, got {sym.tolist()}")
+                raise ValueError(
+                    f"UVSymmetryTable: {name} must permute 0..{n - 1}, got {sym.tolist()}"
+                )
 
 
 def _table(u: np.ndarray, v: np.ndarray, point_sym=POINT_LABEL_SYMMETRIES) -> UVSymmetryTable:
     return UVSymmetryTable(
         torch.as_tensor(np.asarray(point_sym), dtype=torch.int64),
         torch.as_tensor(MASK_LABEL_SYMMETRIES, dtype=torch.int64),
-        torch.as_tensor(np.asarray(u), dtype=torch.float32),
-        torch.as_tensor(np.asarray(v), dtype=torch.float32),
+        torch.from_numpy(np.array(u, dtype=np.float32)),
+        torch.from_numpy(np.array(v, dtype=np.float32)),
     )
 
 
@@ -111,7 +114,9 @@ def load_uv_symmetry_mat(path: str) -> UVSymmetryTable:
     maps = {}
     for key in ("U_transforms", "V_transforms"):
         if key not in mat:
-            raise ValueError(f"UV symmetry file {path!r}: no {key!r} (keys: {sorted(mat)})")
+            keys = sorted(k for k in mat if not k.startswith("__"))
+            raise ValueError(f"UV symmetry file {path!r}: no {key!r} (keys: {keys})")
+    for key in ("U_transforms", "V_transforms"):
         cells = mat[key]
         if cells.shape != (1, NUM_PARTS):
             raise ValueError(
@@ -178,7 +183,9 @@ def flip_iuv(i: torch.Tensor, u: torch.Tensor, v: torch.Tensor, table: UVSymmetr
     i = i.long()
     fg = i > 0
     if ((i < 0) | (i > NUM_PARTS)).any():
-        raise ValueError(f"flip_iuv: part labels must be in 0..{NUM_PARTS}, got {i.unique().tolist()}")
+        raise ValueError(
+            f"flip_iuv: part labels must be in 0..{NUM_PARTS}, got {i.unique().tolist()}"
+        )
     part = (i[fg] - 1).clamp(min=0)
     # the original's lookup: (coord * 255).long(), indexed by the source part
     u_loc = (u[fg] * 255).long().clamp(0, TABLE_SIZE - 1)

@@ -11,11 +11,14 @@
 * :class:`WiderFaceEvaluator`: WIDER FACE easy / medium / hard AP as the official
   ``evaluation.py`` (:func:`evaluate_wider_official` on its txt files and ``.mat`` ground
   truth, :func:`write_wider_predictions`), plus landmark NME.
+* :class:`DensePoseEvaluator`: DensePose chart metrics (part mIoU, UV error, AP over a
+  GPS-style similarity measured in the UV charts, ``GPS_uv``).
 * :func:`build_evaluator`: ``evaluator_type`` -> evaluators, one table entry per type.
 """
 
 from .build import build_evaluator
 from .coco_evaluation import COCOEvalInputError, FastCOCOEvaluator, instances_to_coco_json_fast
+from .densepose_evaluation import DensePoseEvaluator
 from .landmark_evaluation import LandmarkEvaluator
 from .panoptic_evaluation import FastCOCOPanopticEvaluator
 from .panoptic_png import read_panoptic_png
@@ -31,6 +34,7 @@ from .widerface_evaluation import (
 __all__ = [
     "build_evaluator",
     "COCOEvalInputError",
+    "DensePoseEvaluator",
     "encode_masks",
     "FastCOCOEvaluator",
     "FastCOCOPanopticEvaluator",

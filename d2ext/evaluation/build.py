@@ -16,6 +16,7 @@ from detectron2.evaluation import (
 from d2ext.data.build import is_top_down
 
 from .coco_evaluation import FastCOCOEvaluator
+from .densepose_evaluation import DensePoseEvaluator
 from .landmark_evaluation import LandmarkEvaluator
 from .panoptic_evaluation import FastCOCOPanopticEvaluator
 from .widerface_evaluation import WiderFaceEvaluator
@@ -82,6 +83,15 @@ def _widerface_evaluators(
     return [WiderFaceEvaluator(dataset_name, output_dir=output_folder)]
 
 
+def _densepose_evaluators(
+    cfg: CfgNode, dataset_name: str, output_folder: str
+) -> List[DatasetEvaluator]:
+    """COCO box (and mask) AP on the DensePose-COCO json, then the DensePose chart metrics
+    (GPS_uv AP, part mIoU, UV error)."""
+    coco = _coco_evaluators(cfg, dataset_name, output_folder)
+    return coco + [DensePoseEvaluator(dataset_name, output_dir=output_folder)]
+
+
 # MetadataCatalog ``evaluator_type`` -> builder. A new kind of dataset is one entry here.
 EVALUATOR_BUILDERS: Dict[str, EvaluatorBuilder] = {
     "coco": _coco_evaluators,
@@ -89,6 +99,7 @@ EVALUATOR_BUILDERS: Dict[str, EvaluatorBuilder] = {
     "sem_seg": _sem_seg_evaluators,
     "landmark": _landmark_evaluators,
     "widerface": _widerface_evaluators,
+    "densepose": _densepose_evaluators,
 }
 
 

@@ -11,7 +11,15 @@ from detectron2.data.detection_utils import read_image
 from detectron2.evaluation.evaluator import inference_context
 from detectron2.utils.visualizer import ColorMode, Visualizer
 
-__all__ = ["DEFAULT_CONFIDENCE", "draw_predictions", "rendering_path", "render_dataset_predictions"]
+from .densepose_vis import draw_densepose_iuv
+
+__all__ = [
+    "DEFAULT_CONFIDENCE",
+    "densepose_charts",
+    "draw_predictions",
+    "rendering_path",
+    "render_dataset_predictions",
+]
 
 # instances scoring below this are not drawn (tools/demo.py's --confidence-threshold default)
 DEFAULT_CONFIDENCE = 0.5
@@ -26,12 +34,24 @@ def draw_predictions(
         image_rgb: (H, W, 3) uint8 RGB image at the resolution of the predictions (the
             dataset's ``height`` x ``width``).
         predictions: one model output: "panoptic_seg" (drawn first if present), else
-            "instances" (only those with ``scores >= confidence``), else "sem_seg" (C, H, W).
+            "instances" (only those with ``scores >= confidence``; DensePose charts of
+            ``pred_densepose`` as part colours), else "sem_seg" (C, H, W).
         metadata: the dataset's D2 ``Metadata`` (class names and colors).
 
     Returns:
         (H, W, 3) uint8 RGB rendering.
     """
+    if "instances" in predictions and "panoptic_seg" not in predictions:
+        instances = predictions["instances"].to("cpu")
+        instances = instances[instances.scores >= confidence]
+        if instances.has("pred_densepose") and len(instances):
+            # DensePose: the body parts blended in under D2's boxes / masks
+            image_rgb = draw_densepose_iuv(
+                image_rgb,
+                instances.pred_boxes.tensor,
+                instances.scores,
+                densepose_charts(instances),
+            )
     vis = Visualizer(image_rgb, metadata, instance_mode=ColorMode.IMAGE)
     if "panoptic_seg" in predictions:
         panoptic_seg, segments_info = predictions["panoptic_seg"]
@@ -43,6 +63,14 @@ def draw_predictions(
     if "sem_seg" in predictions:
         return vis.draw_sem_seg(predictions["sem_seg"].argmax(dim=0).to("cpu")).get_image()
     raise ValueError(f"nothing to draw in predictions with keys {sorted(predictions)}")
+
+
+def densepose_charts(instances) -> List:
+    """(labels, uv) per detection of ``instances.pred_densepose`` (the original's chart result
+    converter: boxes truncated to whole pixels)."""
+    from d2ext.modeling.densepose.inference import densepose_chart_results
+
+    return densepose_chart_results(instances.pred_densepose, instances.pred_boxes)
 
 
 def rendering_path(output_dir: str, file_name: str) -> str:

@@ -234,3 +234,29 @@ def test_official_keys_map_onto_our_model(fixture_dir, name):
 def test_converter_names_unknown_keys():
     with pytest.raises(KeyError, match="roi_heads.densepose_head.extra.weight"):
         convert_official_densepose_state_dict({"roi_heads.densepose_head.extra.weight": 0})
+
+
+def test_convert_tool_pkl_and_pth(cases, tmp_path):
+    """The official zoo's numpy pickle and a DataParallel ``.pth`` both convert to the same
+    D2 checkpoint; an unknown key is named."""
+    import pickle
+
+    from tools.convert_densepose_weights import convert_file
+
+    fx, _ = cases[0]
+    sd = fx["state_dict_fp16"]
+    pkl = tmp_path / "model_final.pkl"
+    with open(pkl, "wb") as f:
+        pickle.dump({"model": {k: v.numpy() for k, v in sd.items()}, "__author__": "zoo"}, f)
+    pth = tmp_path / "dp.pth"
+    torch.save({"model": {f"module.{k}": v for k, v in sd.items()}}, pth)
+    for src in (pkl, pth):
+        dst = tmp_path / f"{src.stem}_d2.pth"
+        assert convert_file(str(src), str(dst)) == []
+        model = torch.load(dst, weights_only=False)["model"]
+        assert set(model) == set(sd)
+        assert all(torch.equal(model[k], sd[k]) for k in sd)
+    bad = tmp_path / "bad.pth"
+    torch.save({"model": {"roi_heads.densepose_head.oops": torch.zeros(1)}}, bad)
+    with pytest.raises(ValueError, match="roi_heads.densepose_head.oops"):
+        convert_file(str(bad), str(tmp_path / "out.pth"))

@@ -3,6 +3,7 @@ names and selected with ``INPUT.DATASET_MAPPER_NAME`` (see :func:`d2ext.data.bui
 A mapper whose class sets ``used_at_test_time = True`` (the top-down landmark crops) maps the test
 sets too (``d2ext.engine.Trainer.build_test_mapper``)."""
 
+from .densepose import DensePoseMapper
 from .landmark_topdown import (
     AffineCropTransform,
     RandomLandmarkCrop,
@@ -15,6 +16,7 @@ from .yolact import YOLACTDatasetMapper, build_scale_jitter
 
 __all__ = [
     "AffineCropTransform",
+    "DensePoseMapper",
     "RandomLandmarkCrop",
     "RetinaFaceMapper",
     "TopDownLandmarkMapper",

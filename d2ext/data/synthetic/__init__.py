@@ -1,9 +1,10 @@
 """Synthetic datasets for fast, self-contained training and evaluation tests.
 
 Importing registers the builtins (``synth_shapes_{train,val}``, ``synth_panoptic_{train,val}``
-with ``_separated`` / ``_stuffonly`` variants, ``synth_faces_*`` (68 iBUG face landmarks) and
-``synth_bodies_*`` (17 COCO person keypoints)) in D2's catalogs; files are generated on first
-``DatasetCatalog.get`` or :func:`ensure_synthetic_generated`. See ``register.py``.
+with ``_separated`` / ``_stuffonly`` variants, ``synth_faces_*`` (68 iBUG face landmarks),
+``synth_bodies_*`` (17 COCO person keypoints) and ``synth_densepose_*`` (DensePose figures)) in
+D2's catalogs; files are generated on first ``DatasetCatalog.get`` or
+:func:`ensure_synthetic_generated`. See ``register.py``.
 """
 
 from .categories import STUFF_CATEGORIES, THING_CATEGORIES
@@ -17,6 +18,7 @@ from .register import (
     register_all_synthetic,
     register_synthetic,
     register_synthetic_bodies,
+    register_synthetic_densepose,
     register_synthetic_faces,
     register_synthetic_panoptic,
     register_synthetic_shapes,
@@ -40,6 +42,7 @@ __all__ = [
     "register_all_synthetic",
     "register_synthetic",
     "register_synthetic_bodies",
+    "register_synthetic_densepose",
     "register_synthetic_faces",
     "register_synthetic_panoptic",
     "register_synthetic_shapes",

@@ -24,6 +24,10 @@ Builtin names (generated under ``$DETECTRON2_DATASETS`` (default ``./datasets``)
   8-272 px with the five RetinaFace landmarks (RetinaFace ``label.txt`` loaded by
   ``d2ext.data.wider_face``, official ``.mat`` keep-lists in ``wider_gt_dir``;
   ``evaluator_type="widerface"``), in ``synth_face_scenes/<name>/``.
+* ``synth_densepose_{train,val,mini_train,mini_val}``: 192x192 scenes of 1-4 articulated
+  figures with DensePose parts and UV charts (DensePose-COCO json loaded by
+  ``d2ext.data.densepose_coco``, flipped through the builtin synthetic UV symmetry table;
+  ``evaluator_type="densepose"``), in ``synth_densepose/<name>/``.
 """
 
 import functools
@@ -44,6 +48,8 @@ from detectron2.data.datasets.builtin_meta import (
 )
 
 from ..dataset_checks import add_dataset_checks
+from ..densepose_coco import load_densepose_coco_json
+from ..densepose_flip import SYNTHETIC_UV_SYMMETRY
 from ..ibug_pts import register_ibug_pts
 from ..wider_face import load_wider_face_label, wider_face_metadata
 from .categories import instances_metadata, panoptic_separated_metadata, panoptic_standard_metadata
@@ -78,11 +84,22 @@ BUILTIN_DATASETS: Dict[str, Tuple[str, int, int]] = {
     "synth_face_scenes_val": ("face_scenes", 200, 52),
     "synth_face_scenes_mini_train": ("face_scenes", 16, 53),
     "synth_face_scenes_mini_val": ("face_scenes", 8, 54),
+    "synth_densepose_train": ("densepose", 400, 61),
+    "synth_densepose_val": ("densepose", 100, 62),
+    "synth_densepose_mini_train": ("densepose", 16, 63),
+    "synth_densepose_mini_val": ("densepose", 8, 64),
 }
 BUILTIN_IMAGE_SIZE = (256, 256)
 # small images keep CPU training of the landmark models fast
 # face scenes: the CPU RetinaFace configs train at INPUT.RETINAFACE.TRAIN_SIZE 320
-BUILTIN_IMAGE_SIZES = {"faces": (128, 128), "bodies": (192, 192), "face_scenes": (320, 320)}
+BUILTIN_IMAGE_SIZES = {
+    "faces": (128, 128),
+    "bodies": (192, 192),
+    "face_scenes": (320, 320),
+    "densepose": (192, 192),
+}
+# max_objects of a kind's builtins where not SyntheticSpec's default (figures per image)
+BUILTIN_MAX_OBJECTS = {"densepose": 4}
 
 
 def synthetic_root() -> str:
@@ -92,7 +109,8 @@ def synthetic_root() -> str:
 
 def builtin_spec(name: str) -> SyntheticSpec:
     kind, num_images, seed = BUILTIN_DATASETS[name]
-    return SyntheticSpec(kind, num_images, BUILTIN_IMAGE_SIZES.get(kind, BUILTIN_IMAGE_SIZE), seed)
+    size = BUILTIN_IMAGE_SIZES.get(kind, BUILTIN_IMAGE_SIZE)
+    return SyntheticSpec(kind, num_images, size, seed, BUILTIN_MAX_OBJECTS.get(kind, 15))
 
 
 def _generate_then_load(spec: SyntheticSpec, out_dir: str, load: Callable[[], List[dict]]):
@@ -282,6 +300,38 @@ def register_synthetic_face_scenes(
     return spec
 
 
+def register_synthetic_densepose(
+    name: str,
+    root: Optional[str] = None,
+    num_images: int = 400,
+    image_size: Tuple[int, int] = BUILTIN_IMAGE_SIZES["densepose"],
+    seed: int = 0,
+    max_persons: int = BUILTIN_MAX_OBJECTS["densepose"],
+) -> SyntheticSpec:
+    """Register a DensePose figures dataset ``name`` (``densepose_figures.py``) generated in
+    ``<root>/synth_densepose/<name>/`` on first use as ``images/*.png`` + a DensePose-COCO
+    ``densepose.json``, registered by :func:`d2ext.data.densepose_coco.register_densepose_coco`
+    (as a user's DensePose-COCO data is) with the builtin synthetic UV symmetry table."""
+    spec = SyntheticSpec("densepose", num_images, tuple(image_size), seed, max_persons)
+    out_dir = os.path.abspath(os.path.join(root or synthetic_root(), "synth_densepose", name))
+    if _prepare(name, spec, out_dir):
+        j = functools.partial(os.path.join, out_dir)
+        DatasetCatalog.register(
+            name,
+            functools.partial(load_densepose_coco_json, j("densepose.json"), j("images"), name),
+        )
+        MetadataCatalog.get(name).set(
+            thing_classes=["person"],
+            thing_dataset_id_to_contiguous_id={1: 0},
+            json_file=j("densepose.json"),
+            image_root=j("images"),
+            evaluator_type="densepose",
+            densepose_transform_src=SYNTHETIC_UV_SYMMETRY,
+        )
+        _make_lazy((name,), spec, out_dir)
+    return spec
+
+
 def register_synthetic(
     name: str, root: Optional[str] = None, spec: Optional[SyntheticSpec] = None
 ) -> SyntheticSpec:
@@ -296,6 +346,8 @@ def register_synthetic(
         return register(*args, spec.max_objects)
     if spec.kind == "face_scenes":
         return register_synthetic_face_scenes(*args, spec.max_objects)
+    if spec.kind == "densepose":
+        return register_synthetic_densepose(*args, spec.max_objects)
     register = register_synthetic_faces if spec.kind == "faces" else register_synthetic_bodies
     return register(*args)
 

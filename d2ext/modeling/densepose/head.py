@@ -20,7 +20,9 @@ class DensePoseV1ConvXHead(nn.Module):
     ):
         super().__init__()
         if kernel_size % 2 != 1:
-            raise ValueError(f"CONV_HEAD_KERNEL must be odd to keep the ROI size, got {kernel_size}")
+            raise ValueError(
+                f"CONV_HEAD_KERNEL must be odd to keep the ROI size, got {kernel_size}"
+            )
         self.num_stacked_convs = num_stacked_convs
         n_in = in_channels
         for k in range(1, num_stacked_convs + 1):

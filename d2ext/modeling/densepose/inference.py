@@ -37,9 +37,7 @@ class DensePoseChartPredictorOutput:
     def __len__(self) -> int:
         return self.coarse_segm.size(0)
 
-    def __getitem__(
-        self, item: Union[int, slice, torch.Tensor]
-    ) -> "DensePoseChartPredictorOutput":
+    def __getitem__(self, item: Union[int, slice, torch.Tensor]) -> "DensePoseChartPredictorOutput":
         if isinstance(item, int):
             item = slice(item, item + 1)  # keep the ROI dimension
         return DensePoseChartPredictorOutput(

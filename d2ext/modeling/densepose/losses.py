@@ -29,7 +29,13 @@ from detectron2.structures import BoxMode, Instances
 
 from .inference import DensePoseChartPredictorOutput
 
-__all__ = ["DensePoseChartLoss", "PackedDensePoseTargets", "pack_densepose_targets"]
+__all__ = [
+    "DensePoseChartLoss",
+    "PackedDensePoseTargets",
+    "pack_densepose_targets",
+    "point_grid_indices",
+    "resample_segm_to_rois",
+]
 
 # DensePose-COCO point and mask coordinates are relative to the GT box, on a 256 grid.
 ANNOTATION_GRID = 256.0
@@ -100,7 +106,7 @@ def pack_densepose_targets(
         segm = torch.stack([s[0].float() for s in segms])
         segm_gt, segm_roi = torch.stack([s[1] for s in segms]), torch.stack([s[2] for s in segms])
     else:
-        segm, segm_gt, segm_roi = None, torch.zeros(0, 4), torch.zeros(0, 4)
+        segm, segm_gt, segm_roi = None, x.new_zeros(0, 4), x.new_zeros(0, 4)
     return PackedDensePoseTargets(
         x=x.float(),
         y=y.float(),
@@ -143,7 +149,9 @@ def resample_segm_to_rois(
     gx = lo[:, None, None, 0] + steps[None, None, :] * (hi - lo)[:, None, None, 0]
     gy = lo[:, None, None, 1] + steps[None, :, None] * (hi - lo)[:, None, None, 1]
     grid = torch.stack([gx.expand(-1, size, size), gy.expand(-1, size, size)], dim=3)
-    out = F.grid_sample(segm[:, None], grid, mode="nearest", padding_mode="zeros", align_corners=True)
+    out = F.grid_sample(
+        segm[:, None], grid, mode="nearest", padding_mode="zeros", align_corners=True
+    )
     return out[:, 0]
 
 
@@ -237,7 +245,5 @@ class DensePoseChartLoss:
                 if self.num_coarse_segm_channels == 2:
                     segm_gt = segm_gt > 0
             coarse_est = out.coarse_segm[packed.segm_rows]
-            losses["loss_densepose_S"] = (
-                F.cross_entropy(coarse_est, segm_gt.long()) * self.w_segm
-            )
+            losses["loss_densepose_S"] = F.cross_entropy(coarse_est, segm_gt.long()) * self.w_segm
         return losses

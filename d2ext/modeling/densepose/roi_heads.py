@@ -139,9 +139,7 @@ class DensePoseROIHeads(StandardROIHeads):
         pooled = self.densepose_pooler(maps, boxes)
         return self.densepose_predictor(self.densepose_head(pooled))
 
-    def _forward_densepose(
-        self, features: Dict[str, torch.Tensor], instances: List[Instances]
-    ):
+    def _forward_densepose(self, features: Dict[str, torch.Tensor], instances: List[Instances]):
         if not self.densepose_on:
             return {} if self.training else instances
         if self.training:
