@@ -26,10 +26,11 @@ across it, increasing towards the person's left: mirroring keeps U and reverses 
 
 import os
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
+from detectron2.data import MetadataCatalog
 
 from d2ext.structures import DensePoseData
 
@@ -42,6 +43,7 @@ __all__ = [
     "flip_segm",
     "hflip_densepose_data",
     "load_uv_symmetry",
+    "load_uv_symmetry_of_datasets",
     "load_uv_symmetry_mat",
     "synthetic_uv_symmetry",
     "write_uv_symmetry_mat",
@@ -175,6 +177,20 @@ def load_uv_symmetry(src: Optional[str]) -> UVSymmetryTable:
     if not os.path.isfile(src):
         raise FileNotFoundError(f"densepose_transform_src: UV symmetry file {src!r} does not exist")
     return load_uv_symmetry_mat(src)
+
+
+def load_uv_symmetry_of_datasets(dataset_names: Union[str, Sequence[str]]) -> UVSymmetryTable:
+    """The one table of the datasets' ``densepose_transform_src`` metadata (the synthetic one
+    where it is unset), as D2's ``create_keypoint_hflip_indices`` reads the flip map: one mapper
+    flips them all, so they must agree."""
+    names = [dataset_names] if isinstance(dataset_names, str) else list(dataset_names)
+    sources = {MetadataCatalog.get(n).get("densepose_transform_src", None) for n in names}
+    if len(sources) > 1:
+        raise ValueError(
+            f"DensePoseMapper: datasets {names} have different densepose_transform_src "
+            f"{sorted(map(str, sources))}; one symmetry table must serve them all"
+        )
+    return load_uv_symmetry(sources.pop() if sources else None)
 
 
 def flip_iuv(i: torch.Tensor, u: torch.Tensor, v: torch.Tensor, table: UVSymmetryTable):

@@ -25,7 +25,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 from detectron2.config import configurable
-from detectron2.data import DatasetMapper, MetadataCatalog
+from detectron2.data import DatasetMapper
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.structures import BoxMode
@@ -34,7 +34,12 @@ from d2ext.structures import DensePoseData, DensePoseList
 
 from ..build import MAPPER_REGISTRY
 from ..densepose_coco import annotation_to_densepose_data, decode_dp_masks
-from ..densepose_flip import UVSymmetryTable, flip_iuv, load_uv_symmetry
+from ..densepose_flip import (
+    UVSymmetryTable,
+    flip_iuv,
+    load_uv_symmetry,
+    load_uv_symmetry_of_datasets,
+)
 from ..synthetic.annotations import mask_to_polygons
 
 __all__ = ["DensePoseMapper", "transform_densepose"]
@@ -148,14 +153,8 @@ class DensePoseMapper(DatasetMapper):
     @classmethod
     def from_config(cls, cfg, is_train: bool = True):
         ret = super().from_config(cfg, is_train)
-        names = list(cfg.DATASETS.TRAIN) if is_train else list(cfg.DATASETS.TEST)
-        sources = {MetadataCatalog.get(n).get("densepose_transform_src", None) for n in names}
-        if len(sources) > 1:
-            raise ValueError(
-                f"DensePoseMapper: datasets {names} have different densepose_transform_src "
-                f"{sorted(map(str, sources))}; one symmetry table must serve them all"
-            )
-        ret["uv_symmetry"] = load_uv_symmetry(sources.pop() if sources else None)
+        names = cfg.DATASETS.TRAIN if is_train else cfg.DATASETS.TEST
+        ret["uv_symmetry"] = load_uv_symmetry_of_datasets(names)
         return ret
 
     def _transform_annotations(self, dataset_dict, transforms, image_shape):
