@@ -63,6 +63,7 @@ model = L(RetinaFace)(
     nms_threshold=0.4,
     max_detections_per_image=0,
     nms_legacy_plus_one=True,
+    channels_last=True,
 )
 
 dataloader = OmegaConf.create()

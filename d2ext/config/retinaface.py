@@ -26,6 +26,11 @@ def add_retinaface_config(cfg: CN) -> None:
     # turning this off: the branch still exists, its loss is not applied).
     cfg.MODEL.RETINAFACE.LANDMARK_ON = True
 
+    # Run the network in channels-last memory format: the same numbers up to float rounding, and
+    # on CPUs 1.3x faster per image and 1.8x per batch of 8 VGA images (oneDNN's depthwise and
+    # 1x1 convolutions; docs/benchmarks.md). The original runs channels-first.
+    cfg.MODEL.RETINAFACE.CHANNELS_LAST = True
+
     # --- Training (MultiBoxLoss of the original) ---
     # Box coding weights (1 / variance): the original's variances [0.1, 0.2] -> (10, 10, 5, 5).
     cfg.MODEL.RETINAFACE.BBOX_REG_WEIGHTS = (10.0, 10.0, 5.0, 5.0)

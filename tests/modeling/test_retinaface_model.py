@@ -144,6 +144,19 @@ def test_training_step_with_and_without_landmarks_and_empty_images(model):
         total.backward()
 
 
+def test_tiny_and_border_faces_train_without_nan(model):
+    """A 2x3 px face (below every anchor's forced-match IoU: trained as background, as the
+    original) and a face half outside the image: finite losses."""
+    model.train()
+    img = torch.randint(0, 255, (3, 64, 64), dtype=torch.uint8)
+    tiny = _instances(64, 64, [[30, 30, 32, 33]], [_face_points(30, 30, 32, 33)])
+    border = _instances(64, 64, [[-20, 10, 20, 50]], [_face_points(-20, 10, 20, 50)])
+    with EventStorage():
+        for inst in (tiny, border):
+            losses = model([{"image": img, "instances": inst}])
+            assert all(torch.isfinite(v) for v in losses.values()), losses
+
+
 def test_zero_area_face_is_a_clear_error(model):
     model.train()
     img = torch.zeros(3, 64, 64, dtype=torch.uint8)

@@ -23,6 +23,7 @@ def test_benchmark_lists_every_case(repo_root):
         "pq",
         "heatmap_decode",
         "retinaface_vga",
+        "densepose_branch",
     } <= names
 
 

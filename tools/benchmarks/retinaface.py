@@ -8,8 +8,8 @@ network, D2's anchors, softmax, score filter 0.02, top 5000, box decoding, NMS 0
 original's +1 areas, keep 750, landmark decoding and the ``Instances`` of the output. Anchor, from
 the (480, 640, 3) uint8 BGR numpy array that ``cv2.imread`` gives, every step ``detect.py`` takes
 for an image: ``np.float32``, minus (104, 117, 123), HWC -> CHW, ``torch.from_numpy`` (and to the
-device); the same network (our ``forward_raw``, whose D2 anchors it discards) and softmax: same
-weights, same cost; the original's ``PriorBox`` rebuilt for the image (a Python loop over every
+device); the same network in the original's channels-first memory format (our ``forward_raw``
+with ``channels_last`` off, whose D2 anchors it discards) and softmax: same weights; the original's ``PriorBox`` rebuilt for the image (a Python loop over every
 cell and min size, relative cx, cy, w, h; ours below skips its one-element lists, so it costs at
 most the original's); its torch ``decode`` / ``decode_landm`` with variances (0.1, 0.2), scaled
 to pixels; ``.cpu().numpy()``; numpy score filter > 0.02, ``argsort`` top 5000, ``py_cpu_nms``
@@ -28,6 +28,7 @@ both NMS run at their worst. Without the fixture the case runs with seeded rando
 random image and says so in "extra".
 """
 
+import copy
 import itertools
 import math
 import os
@@ -140,6 +141,9 @@ def _model_and_image(device: str) -> Tuple[torch.nn.Module, torch.Tensor, Option
     cfg.merge_from_file(os.path.join(_REPO, "configs", "RetinaFace", "retinaface_mnet025_640.yaml"))
     cfg.MODEL.WEIGHTS = ""
     cfg.MODEL.DEVICE = device
+    # detect.py's limits (the config's WIDER protocol, as test_widerface.py, has none)
+    cfg.MODEL.RETINAFACE.TOPK_CANDIDATES_TEST = TOP_K
+    cfg.MODEL.RETINAFACE.DETECTIONS_PER_IMAGE = KEEP_TOP_K
     torch.manual_seed(0)
     model = build_model(cfg).eval()
     if not os.path.exists(FIXTURE):
@@ -187,9 +191,13 @@ def bench_retinaface_vga(device: str, quick: bool) -> List[BenchRow]:
         with torch.no_grad():
             return model([{"image": chw}])[0]
 
+    # the original's network runs channels-first: its copy with ours' weights
+    original_net = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
+    original_net.channels_last = False
+
     def anchor():
         with torch.no_grad():
-            return original_detect(model, image_np)
+            return original_detect(original_net, image_np)
 
     boxes, scores, points = _outputs(ours())
     dets, landms = anchor()

@@ -78,6 +78,7 @@ class RetinaFace(nn.Module):
         nms_threshold: float = 0.4,
         max_detections_per_image: int = 750,
         nms_legacy_plus_one: bool = True,
+        channels_last: bool = False,
     ):
         """
         Args:
@@ -86,6 +87,9 @@ class RetinaFace(nn.Module):
             landmark_on: build and train the landmark branch (off: boxes only, no
                 ``pred_keypoints``).
             loss_weights: of ``loss_bbox``, ``loss_cls``, ``loss_landmark`` (2, 1, 1).
+            channels_last: run the network in channels-last memory format (the same numbers up
+                to float rounding; on CPUs oneDNN's depthwise and 1x1 convolutions are much
+                faster so, and batches of images gain over one at a time; docs/benchmarks.md).
         """
         super().__init__()
         shapes = backbone.output_shape()
@@ -135,6 +139,9 @@ class RetinaFace(nn.Module):
         self.nms_legacy_plus_one = nms_legacy_plus_one
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
+        self.channels_last = channels_last
+        if channels_last:
+            self.to(memory_format=torch.channels_last)
 
     @classmethod
     def from_config(cls, cfg):
@@ -173,6 +180,7 @@ class RetinaFace(nn.Module):
             "nms_threshold": c.NMS_THRESH_TEST,
             "max_detections_per_image": c.DETECTIONS_PER_IMAGE,
             "nms_legacy_plus_one": c.NMS_LEGACY_PLUS_ONE,
+            "channels_last": c.CHANNELS_LAST,
         }
 
     @property
@@ -201,6 +209,8 @@ class RetinaFace(nn.Module):
         """The network on a normalised (B, 3, H, W) batch: class logits (B, A, 2), box deltas
         (B, A, 4), landmark deltas (B, A, 2K) or None, and the anchors (A, 4) XYXY pixels, in
         the original's order (level, row, column, anchor)."""
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         features = self.backbone(images)
         features = self.fpn([features[f] for f in self.in_features])
         features = [ssh(f) for ssh, f in zip(self.ssh, features)]
