@@ -18,8 +18,8 @@ one annotation into :class:`~d2ext.structures.DensePoseData`.
 
 Metadata of :func:`register_densepose_coco`: D2's COCO instance keys, ``json_file``,
 ``image_root``, ``evaluator_type="densepose"`` and ``densepose_transform_src`` (the
-``UV_symmetry_transforms.mat`` given, else
-:data:`~d2ext.data.densepose_flip.SYNTHETIC_UV_SYMMETRY`).
+``UV_symmetry_transforms.mat`` given, else None: the train mapper then refuses to mirror it, as
+the original does without a table).
 """
 
 import functools
@@ -34,7 +34,7 @@ from detectron2.data.datasets import load_coco_json
 
 from d2ext.structures import DensePoseData
 
-from .densepose_flip import NUM_COARSE_PARTS, NUM_PARTS, SYNTHETIC_UV_SYMMETRY
+from .densepose_flip import NUM_COARSE_PARTS, NUM_PARTS
 
 __all__ = [
     "register_densepose_coco_builtins",
@@ -145,7 +145,8 @@ def densepose_coco_metadata(
         "json_file": json_file,
         "image_root": image_root,
         "evaluator_type": "densepose",
-        "densepose_transform_src": uv_symmetry_file or SYNTHETIC_UV_SYMMETRY,
+        # None: no table, flips of this dataset are refused (the original requires one)
+        "densepose_transform_src": uv_symmetry_file,
     }
 
 

@@ -169,19 +169,24 @@ def write_uv_symmetry_mat(path: str, table: UVSymmetryTable) -> None:
     )
 
 
-def load_uv_symmetry(src: Optional[str]) -> UVSymmetryTable:
+def load_uv_symmetry(src: Optional[str]) -> Optional[UVSymmetryTable]:
     """The table named by a dataset's ``densepose_transform_src``: a ``.mat`` path, or
-    :data:`SYNTHETIC_UV_SYMMETRY` / None for the synthetic figures' table."""
-    if src is None or src == SYNTHETIC_UV_SYMMETRY:
+    :data:`SYNTHETIC_UV_SYMMETRY` for the synthetic figures' table; None for None (no table:
+    the mapper then refuses to mirror, as the original, instead of guessing one)."""
+    if src is None:
+        return None
+    if src == SYNTHETIC_UV_SYMMETRY:
         return synthetic_uv_symmetry()
     if not os.path.isfile(src):
         raise FileNotFoundError(f"densepose_transform_src: UV symmetry file {src!r} does not exist")
     return load_uv_symmetry_mat(src)
 
 
-def load_uv_symmetry_of_datasets(dataset_names: Union[str, Sequence[str]]) -> UVSymmetryTable:
-    """The one table of the datasets' ``densepose_transform_src`` metadata (the synthetic one
-    where it is unset), as D2's ``create_keypoint_hflip_indices`` reads the flip map: one mapper
+def load_uv_symmetry_of_datasets(
+    dataset_names: Union[str, Sequence[str]],
+) -> Optional[UVSymmetryTable]:
+    """The one table of the datasets' ``densepose_transform_src`` metadata (None where it is
+    unset), as D2's ``create_keypoint_hflip_indices`` reads the flip map: one mapper
     flips them all, so they must agree."""
     names = [dataset_names] if isinstance(dataset_names, str) else list(dataset_names)
     sources = {MetadataCatalog.get(n).get("densepose_transform_src", None) for n in names}

@@ -1,7 +1,7 @@
 """DensePose ground truth of one instance (:class:`DensePoseData`) and of a set of instances
 (:class:`DensePoseList`, an ``Instances`` field ``gt_densepose``).
 
-Conventions of DensePose-COCO: point coordinates ``x``, ``y`` are in [0, 256) relative to the
+Conventions of DensePose-COCO: point coordinates ``x``, ``y`` are in [0, 256] relative to the
 instance's GT box (``x_img = x0 + x * w / 256``); ``i`` is the fine part index (1..24, 0 =
 background); ``u``, ``v`` are in [0, 1]; ``segm`` is the 256 x 256 coarse part map over the GT
 box (0 = background, 1..14 the ``dp_masks`` parts), absent when the annotation has no masks.

@@ -10,7 +10,10 @@ three uint8 channels ``I``, ``U * 255``, ``V * 255`` (truncated, as the evaluato
 written by OpenCV from an array in (I, U, V) order — so ``cv2.imread`` returns (I, U, V) in
 channels 0, 1, 2 (in the file's colour terms: B = I, G = U, R = V). :func:`write_iuv_png` writes
 one detection's box-sized map, :func:`write_image_iuv_png` one image-sized map of all
-detections, the highest score on top, background 0.
+detections, the highest score on top, background 0. Detectron's whole-image file differs in its
+composition: it skips detections scoring <= 0.65 and, in ascending score order, fills only pixels
+still 0, so the lowest-scoring detection wins an overlap; here the caller's confidence
+threshold decides which detections enter and the highest score wins.
 """
 
 from typing import List, Optional, Sequence, Tuple

@@ -154,13 +154,14 @@ def _dataset_dict(tmp_path, boxes, datas, h=60, w=80, segmentation=True):
     return {"file_name": str(path), "height": h, "width": w, "image_id": 1, "annotations": anns}
 
 
-def _mapper(augs, mask_on=False):
+def _mapper(augs, mask_on=False, uv_symmetry="synthetic"):
     return DensePoseMapper(
         True,
         augmentations=augs,
         image_format="RGB",
         use_instance_mask=mask_on,
         instance_mask_format="bitmask",
+        uv_symmetry=synthetic_uv_symmetry() if uv_symmetry == "synthetic" else uv_symmetry,
     )
 
 
@@ -183,6 +184,25 @@ def test_mapper_identity_flip_and_resize(tmp_path):
     resized = _mapper([T.Resize((120, 160))])(dd)["instances"].gt_densepose[0]
     torch.testing.assert_close(resized.x, d.x)
     torch.testing.assert_close(resized.segm, d.segm)
+
+    # no symmetry table (a dataset without densepose_transform_src): a mirror is refused
+    with pytest.raises(ValueError, match="densepose_transform_src"):
+        _mapper([T.RandomFlip(prob=1.0)], uv_symmetry=None)(dd)
+    # without a mirror the table is not needed
+    assert len(_mapper([], uv_symmetry=None)(dd)["instances"]) == 2
+
+
+def test_mapper_keeps_points_on_the_box_edge(tmp_path):
+    """dp_x = 0 / 256 land a rounding step outside the box after a resize: kept, clamped."""
+    d = _data()
+    d = type(d)(
+        torch.tensor([0.0, 256.0, 0.0]), torch.tensor([0.0, 256.0, 128.0]), d.i[:3], d.u[:3],
+        d.v[:3], d.segm,
+    )  # fmt: skip
+    dd = _dataset_dict(tmp_path, [[8.3, 4.7, 31.1, 40.9]], [d])
+    for augs in ([T.Resize((97, 131))], [T.Resize((97, 131)), T.RandomFlip(prob=1.0)]):
+        g = _mapper(augs)(dd)["instances"].gt_densepose[0]
+        assert len(g.x) == 3 and float(g.x.min()) >= 0 and float(g.x.max()) <= 256
 
 
 def test_mapper_crop_drops_points_outside_and_resamples_segm(tmp_path):

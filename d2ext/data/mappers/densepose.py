@@ -35,9 +35,9 @@ from d2ext.structures import DensePoseData, DensePoseList
 from ..build import MAPPER_REGISTRY
 from ..densepose_coco import annotation_to_densepose_data, decode_dp_masks
 from ..densepose_flip import (
+    SYNTHETIC_UV_SYMMETRY,
     UVSymmetryTable,
     flip_iuv,
-    load_uv_symmetry,
     load_uv_symmetry_of_datasets,
 )
 from ..synthetic.annotations import mask_to_polygons
@@ -63,7 +63,7 @@ def transform_densepose(
     box_xyxy: Sequence[float],
     transforms: T.TransformList,
     final_box_xyxy: Sequence[float],
-    table: UVSymmetryTable,
+    table: Optional[UVSymmetryTable],
 ) -> Optional[DensePoseData]:
     """``data`` relative to ``box_xyxy`` (original image) -> relative to ``final_box_xyxy``
     (transformed image), as the module docstring says. None if the final box is empty."""
@@ -86,10 +86,21 @@ def transform_densepose(
     xy = transforms.apply_coords(xy.reshape(-1, 2))
     x = (xy[:, 0] - fx0) * SIZE / (fx1 - fx0)
     y = (xy[:, 1] - fy0) * SIZE / (fy1 - fy0)
-    keep = torch.from_numpy((x >= 0) & (x <= SIZE) & (y >= 0) & (y <= SIZE))
+    # points on the box edge land a float-rounding step outside it after a resize: kept,
+    # clamped onto the edge (the original never drops points in its mapper)
+    eps = 1e-3
+    keep = torch.from_numpy((x >= -eps) & (x <= SIZE + eps) & (y >= -eps) & (y <= SIZE + eps))
+    x, y = np.clip(x, 0, SIZE), np.clip(y, 0, SIZE)
     i, u, v = data.i, data.u, data.v
     mirror = (n_hflip + n_vflip) % 2 == 1
     if mirror:
+        if table is None:
+            raise ValueError(
+                "DensePoseMapper: a flip mirrors DensePose parts and UV, but the dataset has no "
+                "densepose_transform_src metadata: set it to the official "
+                f"UV_symmetry_transforms.mat (or {SYNTHETIC_UV_SYMMETRY!r} for d2ext's synthetic "
+                "figures), or turn flips off (INPUT.RANDOM_FLIP none)"
+            )
         i, u, v = flip_iuv(i, u, v, table)
     segm = data.segm
     if segm is not None:
@@ -143,12 +154,12 @@ class DensePoseMapper(DatasetMapper):
     ):
         """
         Args:
-            uv_symmetry: the part / UV symmetry table for flips (default: the synthetic
-                figures' builtin table).
+            uv_symmetry: the part / UV symmetry table for flips; None: mirroring an image
+                with DensePose data is an error naming the missing metadata.
             kwargs: arguments of D2's ``DatasetMapper``.
         """
         super().__init__(is_train, **kwargs)
-        self.uv_symmetry = uv_symmetry if uv_symmetry is not None else load_uv_symmetry(None)
+        self.uv_symmetry = uv_symmetry
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True):
