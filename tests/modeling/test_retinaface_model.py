@@ -240,6 +240,20 @@ def test_batched_inference_equals_one_at_a_time(model):
     )
 
 
+def test_image_without_detections(model):
+    """No anchor above the score threshold: empty Instances with (0, 5, 3) landmarks."""
+    model.eval()
+    model.score_threshold = 1.0
+    try:
+        with torch.no_grad():
+            out = model([{"image": torch.zeros(3, 64, 64, dtype=torch.uint8)}])[0]["instances"]
+    finally:
+        model.score_threshold = 0.02
+    assert len(out) == 0 and out.pred_keypoints.shape == (0, 5, 3)
+    coder = model.landmark_coder
+    assert coder.get_deltas(torch.zeros(0, 4), torch.zeros(0, 5, 2)).shape == (0, 10)
+
+
 def test_without_landmark_branch():
     m = build_model(_cfg(**{"MODEL.RETINAFACE.LANDMARK_ON": False}))
     assert m.landmark_head is None

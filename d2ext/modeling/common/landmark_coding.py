@@ -35,13 +35,13 @@ class Landmark2AnchorTransform:
             )
         ctr, wh = self._centres_sizes(anchors)
         deltas = (landmarks - ctr[:, None]) * self.weight / wh[:, None]
-        return deltas.reshape(landmarks.shape[0], -1)
+        return deltas.reshape(landmarks.shape[0], 2 * landmarks.shape[1])
 
     def apply_deltas(self, deltas: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
         """deltas (..., 2K), anchors (..., 4) XYXY (broadcastable) -> landmarks (..., K, 2)."""
         if deltas.shape[-1] % 2:
             raise ValueError(f"apply_deltas: last dim must be 2K, got {deltas.shape[-1]}")
         ctr, wh = self._centres_sizes(anchors)
-        d = deltas.reshape(*deltas.shape[:-1], -1, 2)
+        d = deltas.reshape(*deltas.shape[:-1], deltas.shape[-1] // 2, 2)  # (..., K, 2), K >= 0
         # (delta * variance) * size, in the original's order of operations
         return ctr[..., None, :] + d * (1.0 / self.weight) * wh[..., None, :]
