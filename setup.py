@@ -77,6 +77,8 @@ setup(
         "deflate",
         "opencv-python",
     ],
+    # tools/export_model.py --format onnx and ExportedPredictor on .onnx files
+    extras_require={"export": ["onnx", "onnxruntime"]},
     ext_modules=get_extensions(),
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
     zip_safe=False,

@@ -11,6 +11,9 @@ with ``--dataset``, else the whole image (an already cropped face or person)::
 
     python tools/demo.py --config-file configs/Hourglass/hourglass_face_synth.yaml \
         --input faces/ --box 30 40 200 230 --output out/ MODEL.WEIGHTS model_final.pth
+
+An exported model (tools/export_model.py) runs with ``--exported-model model.onnx`` (onnxruntime)
+or ``model.ts`` (TorchScript) in place of the eager model.
 """
 
 import argparse
@@ -30,7 +33,7 @@ sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")
 
 import d2ext  # noqa: E402,F401  (registration)
 from d2ext.data.build import is_top_down  # noqa: E402
-from d2ext.engine import LandmarkPredictor, setup_cfg  # noqa: E402
+from d2ext.engine import ExportedPredictor, LandmarkPredictor, setup_cfg  # noqa: E402
 from d2ext.utils.densepose_vis import write_image_iuv_png, write_iuv_png  # noqa: E402
 from d2ext.utils.visualize import (  # noqa: E402
     DEFAULT_CONFIDENCE,
@@ -129,6 +132,12 @@ def main(argv=None):
         help="DensePose models: also write <stem>_iuv.png (the whole image: I, U*255, V*255 of "
         "every drawn detection, higher scores on top) and <stem>_iuv_<k>.png per detection",
     )
+    parser.add_argument(
+        "--exported-model",
+        metavar="FILE",
+        help="run a file of tools/export_model.py (.onnx with onnxruntime, .ts TorchScript) "
+        "instead of the eager model and MODEL.WEIGHTS",
+    )
     parser.add_argument("opts", nargs=argparse.REMAINDER, default=[])
     args = parser.parse_args(argv)
     # setup_cfg sets up the "d2ext" logger too
@@ -161,7 +170,10 @@ def main(argv=None):
     boxes = {}
     if top_down and args.dataset:  # the annotation boxes, as evaluation
         boxes = {d["file_name"]: _annotation_boxes(d) for d in DatasetCatalog.get(args.dataset)}
-    predictor = LandmarkPredictor(cfg) if top_down else DefaultPredictor(cfg)
+    if args.exported_model:
+        predictor = ExportedPredictor(cfg, args.exported_model)
+    else:
+        predictor = LandmarkPredictor(cfg) if top_down else DefaultPredictor(cfg)
     os.makedirs(args.output, exist_ok=True)
     out_paths = _output_paths(args.output, files)
     for path in files:

@@ -17,7 +17,7 @@ from detectron2.structures import BoxMode, Instances
 
 from d2ext.data.build import build_test_time_mapper
 
-__all__ = ["LandmarkPredictor"]
+__all__ = ["LandmarkPredictor", "check_boxes", "image_in_format"]
 
 
 class LandmarkPredictor:
@@ -66,10 +66,10 @@ class LandmarkPredictor:
             ``pred_classes`` and ``pred_keypoints`` (R, K, 3) (x, y, score) in image pixels
             (D2 continuous coordinates: pixel (i, j) spans [j, j + 1) x [i, i + 1)).
         """
-        image = self._to_input_format(original_image)
+        image = image_in_format(original_image, self.input_format, "LandmarkPredictor")
         height, width = image.shape[:2]
         record = {"image": image, "height": height, "width": width, "image_id": 0}
-        box_array = self._check_boxes(boxes)
+        box_array = check_boxes(boxes)
         if box_array is not None:
             record["annotations"] = [
                 {"bbox": b.tolist(), "bbox_mode": BoxMode.XYXY_ABS, "category_id": 0}
@@ -77,40 +77,40 @@ class LandmarkPredictor:
             ]
         return self.model([self.mapper(record)])[0]["instances"]
 
-    def _to_input_format(self, image: np.ndarray) -> np.ndarray:
-        image = np.asarray(image)
-        if image.dtype != np.uint8:
-            raise ValueError(f"LandmarkPredictor: expected a uint8 image, got {image.dtype}")
-        if image.ndim == 3 and image.shape[2] == 1:
-            image = image[:, :, 0]
-        if image.ndim == 2:  # grayscale: the model's 3 channels, as D2's read_image converts
-            image = np.repeat(image[:, :, None], 3, axis=2)
-        if image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError(
-                f"LandmarkPredictor: expected an (H, W, 3) BGR or (H, W) image, got {image.shape}"
-            )
-        if self.input_format == "RGB":
-            image = image[:, :, ::-1]
-        elif self.input_format != "BGR":
-            raise ValueError(
-                f"LandmarkPredictor: INPUT.FORMAT {self.input_format!r} is not BGR or RGB"
-            )
-        return np.ascontiguousarray(image)
 
-    @staticmethod
-    def _check_boxes(boxes) -> Optional[np.ndarray]:
-        if boxes is None:
-            return None
-        if isinstance(boxes, torch.Tensor):
-            boxes = boxes.detach().cpu().numpy()
-        array = np.asarray(boxes, dtype=np.float64)
-        if array.size == 0:
-            return None
-        array = array.reshape(-1, 4) if array.ndim == 1 and array.size == 4 else array
-        if array.ndim != 2 or array.shape[1] != 4:
-            raise ValueError(f"boxes must be (R, 4) XYXY, got shape {np.shape(boxes)}")
-        bad = ~np.isfinite(array).all(axis=1) | (array[:, 2] < array[:, 0])
-        bad |= array[:, 3] < array[:, 1]
-        if bad.any():
-            raise ValueError(f"boxes must be finite XYXY with x1 >= x0, y1 >= y0: {array[bad]}")
-        return array
+def image_in_format(image: np.ndarray, input_format: str, who: str) -> np.ndarray:
+    """A uint8 (H, W, 3) BGR or (H, W) grayscale image (``cv2.imread``'s) in the model's
+    ``INPUT.FORMAT`` channel order (BGR or RGB), contiguous; ``who`` names the caller in errors."""
+    image = np.asarray(image)
+    if image.dtype != np.uint8:
+        raise ValueError(f"{who}: expected a uint8 image, got {image.dtype}")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.ndim == 2:  # grayscale: the model's 3 channels, as D2's read_image converts
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"{who}: expected an (H, W, 3) BGR or (H, W) image, got {image.shape}")
+    if input_format == "RGB":
+        image = image[:, :, ::-1]
+    elif input_format != "BGR":
+        raise ValueError(f"{who}: INPUT.FORMAT {input_format!r} is not BGR or RGB")
+    return np.ascontiguousarray(image)
+
+
+def check_boxes(boxes) -> Optional[np.ndarray]:
+    """(R, 4) XYXY boxes (list, array or tensor) as a float64 array; None for None or empty."""
+    if boxes is None:
+        return None
+    if isinstance(boxes, torch.Tensor):
+        boxes = boxes.detach().cpu().numpy()
+    array = np.asarray(boxes, dtype=np.float64)
+    if array.size == 0:
+        return None
+    array = array.reshape(-1, 4) if array.ndim == 1 and array.size == 4 else array
+    if array.ndim != 2 or array.shape[1] != 4:
+        raise ValueError(f"boxes must be (R, 4) XYXY, got shape {np.shape(boxes)}")
+    bad = ~np.isfinite(array).all(axis=1) | (array[:, 2] < array[:, 0])
+    bad |= array[:, 3] < array[:, 1]
+    if bad.any():
+        raise ValueError(f"boxes must be finite XYXY with x1 >= x0, y1 >= y0: {array[bad]}")
+    return array

@@ -54,8 +54,12 @@ _CONVENTIONS = ("interpolate", "grid_sample")
 
 
 def _use_ext(*tensors: torch.Tensor) -> bool:
-    """The compiled op runs iff it is loaded, all tensors are float32 and on a supported device."""
+    """The compiled op runs iff it is loaded, all tensors are float32 and on a supported device,
+    and the call is not being scripted, traced or exported to ONNX: an exported graph holds the
+    pure-torch reference (same results), so it runs without d2ext's extension."""
     if torch.jit.is_scripting() or not extension_available():
+        return False
+    if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
         return False
     if any(t.dtype != torch.float32 for t in tensors):
         return False

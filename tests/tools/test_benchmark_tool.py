@@ -24,6 +24,7 @@ def test_benchmark_lists_every_case(repo_root):
         "heatmap_decode",
         "retinaface_vga",
         "densepose_branch",
+        "export_onnxruntime",
     } <= names
 
 

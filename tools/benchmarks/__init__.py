@@ -16,7 +16,15 @@ import torch
 BENCHMARKS: Dict[str, Callable[..., List["BenchRow"]]] = {}
 
 # modules holding cases, imported by load_all_cases (each registers its cases on import)
-CASE_MODULES = ("mask_ops", "yolact", "evaluation", "heatmap_codec", "retinaface", "densepose")
+CASE_MODULES = (
+    "mask_ops",
+    "yolact",
+    "evaluation",
+    "heatmap_codec",
+    "retinaface",
+    "densepose",
+    "export",
+)
 
 
 @dataclass

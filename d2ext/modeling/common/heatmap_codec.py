@@ -49,7 +49,8 @@ pixel areas align with the input's); with shift, u to W - u, the nearer match to
 under mmpose's ``x / stride`` mapping (W - 1/stride - u). :func:`flip_test_average` averages.
 
 Everything is batched torch (no loop over keypoints) and runs on the tensors' device; all-zero or
-constant heatmaps decode to finite values.
+constant heatmaps decode to finite values. ``decode`` traces (TorchScript, ONNX export) with the
+same results: under tracing princeton's NMS runs on every map instead of only the low ones.
 """
 
 import math
@@ -226,7 +227,13 @@ class HeatmapCodec:
         # the 3x3 NMS cannot change a positive top-1 (the global max is its own 3x3 max and
         # survives, ties included), so it only runs on the maps whose max is <= 0
         low = scores <= 0
-        if bool(low.any()):
+        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+            # an exported graph has no data-dependent branch: NMS every map, keep it where low
+            # (the same per-map max-pool and first-occurrence argmax as below)
+            peaks = F.max_pool2d(heatmaps, 3, stride=1, padding=1) == heatmaps
+            nms = self._argmax(heatmaps * peaks)
+            scores, x, y = (torch.where(low, a, b) for a, b in zip(nms, (scores, x, y)))
+        elif bool(low.any()):
             maps = heatmaps[low][:, None]  # (M, 1, H, W)
             peaks = F.max_pool2d(maps, 3, stride=1, padding=1) == maps
             low_scores, low_x, low_y = self._argmax((maps * peaks).transpose(0, 1))
