@@ -371,6 +371,22 @@ def test_fast_nms_differs_from_greedy_on_chains():
     assert idx.numel() == 0
 
 
+def test_standard_nms_keeps_classes_apart_with_negative_coordinates():
+    """Unclipped decoded boxes reach past the image's top-left corner; a box of another class
+    must never suppress (D2's batched_nms offsets assume coordinates >= 0)."""
+    boxes = torch.tensor([[60.0, 60.0, 110.0, 110.0], [-60.0, -60.0, 5.0, 5.0]])
+    scores = torch.tensor([[0.9, 0.0], [0.0, 0.8]])
+    idx, cls, _ = standard_nms(boxes, scores, iou_threshold=0.3, score_threshold=0.05)
+    assert idx.tolist() == [0, 1] and cls.tolist() == [0, 1]
+
+
+def test_fast_nms_orders_tied_scores_by_candidate_index():
+    boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [50.0, 50.0, 60.0, 60.0], [80.0, 0, 90, 10]])
+    scores = torch.tensor([[0.5, 0.5, 0.5]])
+    idx, _, _ = fast_nms(boxes, scores, iou_threshold=0.5)
+    assert idx.tolist() == [0, 1, 2]
+
+
 def test_crop_masks_matches_assemble_masks():
     g = torch.Generator().manual_seed(0)
     protos = torch.rand(4, 20, 24, generator=g)

@@ -54,7 +54,8 @@ def fast_nms(
     Returns:
         indices into R (K,), classes (K,) 0-based foreground, scores (K,); by decreasing score.
     """
-    scores, idx = scores.sort(1, descending=True)
+    # stable sorts: tied scores keep the lower candidate first, in eager and exported graphs
+    scores, idx = scores.sort(dim=1, descending=True, stable=True)
     idx = idx[:, :top_k].contiguous()
     scores = scores[:, :top_k]
     num_classes, num_dets = idx.shape
@@ -66,7 +67,7 @@ def fast_nms(
         keep &= scores > score_threshold
     classes = torch.arange(num_classes, device=boxes.device)[:, None].expand_as(keep)[keep]
     idx, scores = idx[keep], scores[keep]
-    scores, order = scores.sort(0, descending=True)
+    scores, order = scores.sort(dim=0, descending=True, stable=True)
     order = order[:max_detections]
     return idx[order], classes[order], scores[:max_detections]
 
@@ -84,11 +85,15 @@ def standard_nms(
     (per class top-k above ``score_threshold``). Same arguments and returns."""
     num_classes, num_boxes = scores.shape
     k = min(top_k, num_boxes)
-    top_scores, top_idx = scores.topk(k, dim=1) if k else (scores[:, :0], scores[:, :0].long())
+    top_scores, top_idx = scores.sort(dim=1, descending=True, stable=True)
+    top_scores, top_idx = top_scores[:, :k], top_idx[:, :k]
     classes = torch.arange(num_classes, device=boxes.device)[:, None].expand_as(top_idx)
     valid = top_scores > score_threshold
     idx, classes, top_scores = top_idx[valid], classes[valid], top_scores[valid]
-    keep = batched_nms(boxes[idx].float(), top_scores.float(), classes, iou_threshold)[
-        :max_detections
-    ]
+    cand = boxes[idx].float()
+    # D2's batched_nms keeps classes apart by offsets of (max coordinate + 1), which assumes
+    # coordinates >= 0; these decoded boxes are unclipped, so shift them there (IoU is unchanged)
+    if len(cand):
+        cand = cand - cand.min()
+    keep = batched_nms(cand, top_scores.float(), classes, iou_threshold)[:max_detections]
     return idx[keep], classes[keep], top_scores[keep]
