@@ -100,7 +100,9 @@ def main(argv=None):
     model = build_model(cfg)
     DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
     model.eval()
-    wrapper = build_export_wrapper(model, fixed_shape=args.fixed_shape)
+    wrapper = build_export_wrapper(
+        model, fixed_shape=args.fixed_shape, input_format=cfg.INPUT.FORMAT
+    )
     inputs = wrapper.sample_inputs(sample_image(cfg, args.sample_image), args.batch_size)
     os.makedirs(args.output, exist_ok=True)
     if args.format == "onnx":

@@ -29,10 +29,16 @@ def export_wrapper_class(model_name: str) -> type:
 
 
 def build_export_wrapper(
-    model: nn.Module, fixed_shape: Optional[Sequence[int]] = None, raw_outputs: bool = False
+    model: nn.Module,
+    fixed_shape: Optional[Sequence[int]] = None,
+    raw_outputs: bool = False,
+    input_format: str = "BGR",
 ) -> ExportWrapper:
     """The export graph of a built eval-mode model, picked by its class (or the d2ext class it
-    derives from)."""
+    derives from); ``input_format``: ``cfg.INPUT.FORMAT`` (the model does not hold it), stored
+    in the exported file."""
     bases = [c.__name__ for c in type(model).__mro__ if c.__module__.startswith("d2ext.")]
     name = next((n for n in bases if n in EXPORTABLE_MODELS), type(model).__name__)
-    return export_wrapper_class(name)(model, fixed_shape=fixed_shape, raw_outputs=raw_outputs)
+    return export_wrapper_class(name)(
+        model, fixed_shape=fixed_shape, raw_outputs=raw_outputs, input_format=input_format
+    )

@@ -280,7 +280,8 @@ class RetinaFace(nn.Module):
         for i, size in enumerate(image_sizes):
             scores = scores_all[i]
             keep = torch.nonzero(scores > self.score_threshold).squeeze(1)
-            order = scores[keep].argsort(descending=True)
+            # stable: tied scores keep the lower anchor first (as the exported graph)
+            order = scores[keep].argsort(descending=True, stable=True)
             if self.topk_candidates > 0:
                 order = order[: self.topk_candidates]
             keep = keep[order]
