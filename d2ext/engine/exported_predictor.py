@@ -13,7 +13,7 @@ import torch
 from detectron2.config import CfgNode
 from detectron2.data import MetadataCatalog
 from detectron2.data import transforms as T
-from detectron2.structures import Boxes, BoxMode, Instances
+from detectron2.structures import Boxes, Instances
 
 from d2ext.data.build import build_test_time_mapper, is_top_down
 from d2ext.export import (
@@ -26,7 +26,7 @@ from d2ext.export import (
     run_torchscript,
 )
 
-from .predictor import check_boxes, image_in_format
+from .predictor import box_record, image_in_format
 
 __all__ = ["ExportedPredictor"]
 
@@ -117,14 +117,7 @@ class ExportedPredictor:
 
     def _landmarks(self, image: np.ndarray, boxes) -> Instances:
         height, width = image.shape[:2]
-        record = {"image": image, "height": height, "width": width, "image_id": 0}
-        box_array = check_boxes(boxes)
-        if box_array is not None:
-            record["annotations"] = [
-                {"bbox": b.tolist(), "bbox_mode": BoxMode.XYXY_ABS, "category_id": 0}
-                for b in box_array
-            ]
-        x = self.mapper(record)
+        x = self.mapper(box_record(image, boxes))
         inputs = (x["crops"].float(), x["crop_to_image"].float())
         outputs = self._run(inputs)
         return self.wrapper_class.outputs_to_instances(

@@ -17,7 +17,7 @@ from detectron2.structures import BoxMode, Instances
 
 from d2ext.data.build import build_test_time_mapper
 
-__all__ = ["LandmarkPredictor", "check_boxes", "image_in_format"]
+__all__ = ["LandmarkPredictor", "box_record", "check_boxes", "image_in_format"]
 
 
 class LandmarkPredictor:
@@ -67,15 +67,7 @@ class LandmarkPredictor:
             (D2 continuous coordinates: pixel (i, j) spans [j, j + 1) x [i, i + 1)).
         """
         image = image_in_format(original_image, self.input_format, "LandmarkPredictor")
-        height, width = image.shape[:2]
-        record = {"image": image, "height": height, "width": width, "image_id": 0}
-        box_array = check_boxes(boxes)
-        if box_array is not None:
-            record["annotations"] = [
-                {"bbox": b.tolist(), "bbox_mode": BoxMode.XYXY_ABS, "category_id": 0}
-                for b in box_array
-            ]
-        return self.model([self.mapper(record)])[0]["instances"]
+        return self.model([self.mapper(box_record(image, boxes))])[0]["instances"]
 
 
 def image_in_format(image: np.ndarray, input_format: str, who: str) -> np.ndarray:
@@ -114,3 +106,17 @@ def check_boxes(boxes) -> Optional[np.ndarray]:
     if bad.any():
         raise ValueError(f"boxes must be finite XYXY with x1 >= x0, y1 >= y0: {array[bad]}")
     return array
+
+
+def box_record(image: np.ndarray, boxes) -> dict:
+    """The dataset dict a top-down model's test mapper takes: the image (in its input format)
+    and ``boxes`` (see :func:`check_boxes`) as XYXY annotations; no boxes: no annotations
+    (the mapper then crops the whole image)."""
+    height, width = image.shape[:2]
+    record = {"image": image, "height": height, "width": width, "image_id": 0}
+    box_array = check_boxes(boxes)
+    if box_array is not None:
+        record["annotations"] = [
+            {"bbox": b.tolist(), "bbox_mode": BoxMode.XYXY_ABS, "category_id": 0} for b in box_array
+        ]
+    return record
