@@ -13,6 +13,9 @@
   truth, :func:`write_wider_predictions`), plus landmark NME.
 * :class:`DensePoseEvaluator`: DensePose chart metrics (part mIoU, UV error, AP over a
   GPS-style similarity measured in the UV charts, ``GPS_uv``).
+* :class:`VideoAPEvaluator`: YouTube-VIS video AP / AR@1/10 of tracks over spatio-temporal
+  mask IoU, as the official ``ytvoseval`` (:func:`video_mask_iou`; per-frame ``Instances`` with
+  track ids -> tracks: :func:`instances_to_tracks`).
 * :func:`build_evaluator`: ``evaluator_type`` -> evaluators, one table entry per type.
 """
 
@@ -24,6 +27,7 @@ from .panoptic_evaluation import FastCOCOPanopticEvaluator
 from .panoptic_png import read_panoptic_png
 from .panoptic_quality import PQStatFast, panoptic_image_stats, pq_compute_fast
 from .rle import encode_masks
+from .video_ap import VideoAPEvaluator, instances_to_tracks, video_mask_iou
 from .widerface_evaluation import (
     WiderFaceEvaluator,
     evaluate_wider,
@@ -36,6 +40,7 @@ __all__ = [
     "COCOEvalInputError",
     "DensePoseEvaluator",
     "encode_masks",
+    "instances_to_tracks",
     "FastCOCOEvaluator",
     "FastCOCOPanopticEvaluator",
     "instances_to_coco_json_fast",
@@ -44,6 +49,8 @@ __all__ = [
     "panoptic_image_stats",
     "pq_compute_fast",
     "read_panoptic_png",
+    "video_mask_iou",
+    "VideoAPEvaluator",
     "evaluate_wider",
     "evaluate_wider_official",
     "WiderFaceEvaluator",

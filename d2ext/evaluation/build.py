@@ -19,6 +19,7 @@ from .coco_evaluation import FastCOCOEvaluator
 from .densepose_evaluation import DensePoseEvaluator
 from .landmark_evaluation import LandmarkEvaluator
 from .panoptic_evaluation import FastCOCOPanopticEvaluator
+from .video_ap import VideoAPEvaluator
 from .widerface_evaluation import WiderFaceEvaluator
 
 __all__ = ["EVALUATOR_BUILDERS", "build_evaluator"]
@@ -92,6 +93,13 @@ def _densepose_evaluators(
     return coco + [DensePoseEvaluator(dataset_name, output_dir=output_folder)]
 
 
+def _youtube_vis_evaluators(
+    cfg: CfgNode, dataset_name: str, output_folder: str
+) -> List[DatasetEvaluator]:
+    """YouTube-VIS video AP / AR of tracks on a per-clip dataset (the official ytvoseval)."""
+    return [VideoAPEvaluator(dataset_name, output_dir=output_folder)]
+
+
 # MetadataCatalog ``evaluator_type`` -> builder. A new kind of dataset is one entry here.
 EVALUATOR_BUILDERS: Dict[str, EvaluatorBuilder] = {
     "coco": _coco_evaluators,
@@ -100,6 +108,7 @@ EVALUATOR_BUILDERS: Dict[str, EvaluatorBuilder] = {
     "landmark": _landmark_evaluators,
     "widerface": _widerface_evaluators,
     "densepose": _densepose_evaluators,
+    "youtube_vis": _youtube_vis_evaluators,
 }
 
 

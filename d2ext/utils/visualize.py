@@ -2,13 +2,14 @@
 evaluation, by the Trainer (``cfg.D2EXT.VIS_PERIOD_IMAGES``)."""
 
 import os
-from typing import Callable, Dict, List, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import cv2
 import numpy as np
 import torch
 from detectron2.data.detection_utils import read_image
 from detectron2.evaluation.evaluator import inference_context
+from detectron2.utils.colormap import colormap
 from detectron2.utils.visualizer import ColorMode, Visualizer
 
 from .densepose_vis import draw_densepose_iuv
@@ -19,6 +20,7 @@ __all__ = [
     "draw_predictions",
     "rendering_path",
     "render_dataset_predictions",
+    "track_colors",
 ]
 
 # instances scoring below this are not drawn (tools/demo.py's --confidence-threshold default)
@@ -26,7 +28,11 @@ DEFAULT_CONFIDENCE = 0.5
 
 
 def draw_predictions(
-    image_rgb: np.ndarray, predictions: Dict, metadata, confidence: float = DEFAULT_CONFIDENCE
+    image_rgb: np.ndarray,
+    predictions: Dict,
+    metadata,
+    confidence: float = DEFAULT_CONFIDENCE,
+    instance_colors: Optional[Callable] = None,
 ) -> np.ndarray:
     """Render a D2 model output dict on an image.
 
@@ -37,6 +43,9 @@ def draw_predictions(
             "instances" (only those with ``scores >= confidence``; DensePose charts of
             ``pred_densepose`` as part colours), else "sem_seg" (C, H, W).
         metadata: the dataset's D2 ``Metadata`` (class names and colors).
+        instance_colors: a function of the drawn ``Instances`` (after the confidence filter)
+            -> one RGB colour in [0, 1] per instance (:func:`track_colors`); None: D2's
+            random colours.
 
     Returns:
         (H, W, 3) uint8 RGB rendering.
@@ -59,10 +68,32 @@ def draw_predictions(
     if "instances" in predictions:
         instances = predictions["instances"].to("cpu")
         instances = instances[instances.scores >= confidence]
+        if instance_colors is not None:
+            vis = _ColoredVisualizer(image_rgb, metadata, colors=instance_colors(instances))
         return vis.draw_instance_predictions(instances).get_image()
     if "sem_seg" in predictions:
         return vis.draw_sem_seg(predictions["sem_seg"].argmax(dim=0).to("cpu")).get_image()
     raise ValueError(f"nothing to draw in predictions with keys {sorted(predictions)}")
+
+
+def track_colors(instances) -> List[np.ndarray]:
+    """A colour per ``pred_track_ids`` (RGB in [0, 1]): D2's colormap, cycled, so a track keeps
+    its colour over a video and consecutive ids differ."""
+    palette = colormap(rgb=True, maximum=1)
+    return [palette[int(i) % len(palette)] for i in instances.pred_track_ids]
+
+
+class _ColoredVisualizer(Visualizer):
+    """D2's Visualizer drawing instances in given colours (``draw_instance_predictions`` picks
+    random ones in ``ColorMode.IMAGE``)."""
+
+    def __init__(self, image_rgb, metadata, *, colors):
+        super().__init__(image_rgb, metadata, instance_mode=ColorMode.IMAGE)
+        self._colors = list(colors)
+
+    def overlay_instances(self, **kwargs):
+        kwargs["assigned_colors"] = self._colors
+        return super().overlay_instances(**kwargs)
 
 
 def densepose_charts(instances) -> List:
