@@ -64,6 +64,11 @@ def _contents(kind: str, out_dir: str) -> str:
             f"{len(faces)} faces "
             f"({missing} without landmarks), RetinaFace label.txt + WIDER .mat keep-lists"
         )
+    if kind == "videos":
+        with open(os.path.join(out_dir, "instances.json")) as f:
+            vis = json.load(f)
+        frames = sum(v["length"] for v in vis["videos"])
+        return f"{frames} frames, {len(vis['annotations'])} tracks (YouTube-VIS json, exact flow)"
     json_name = "person_keypoints.json" if kind == "bodies" else "instances.json"
     with open(os.path.join(out_dir, json_name)) as f:
         anns = json.load(f)["annotations"]
@@ -97,8 +102,9 @@ def main(argv=None) -> int:
         spec = register_synthetic(name, args.root, spec)
         out_dir = synthetic_dataset_dir(name)
         made = generate(spec, out_dir)
+        unit = f"videos of {spec.num_frames} frames" if spec.kind == "videos" else "images"
         print(
-            f"{name}: {spec.kind}, {spec.num_images} images of {spec.image_size[0]}x"
+            f"{name}: {spec.kind}, {spec.num_images} {unit} of {spec.image_size[0]}x"
             f"{spec.image_size[1]}, {_contents(spec.kind, out_dir)}, seed {spec.seed} -> "
             f"{out_dir} ({'generated' if made else 'already up to date'})"
         )

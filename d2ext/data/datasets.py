@@ -27,6 +27,12 @@ format              entry
                     ``uv_symmetry_mat``: the ``UV_symmetry_transforms.mat`` for flipping
                     (default: the synthetic figures' table; ``evaluator_type="densepose"``);
                     see ``d2ext.data.densepose_coco``
+``youtube_vis``     ``(name, "youtube_vis", vis_json, image_root[, flow_root])``: YouTube-VIS
+                    video instance segmentation, one D2 dict per frame with ``track_id``,
+                    ``video_id``, ``frame_idx`` (``evaluator_type="coco"``); ``image_root``:
+                    the ``JPEGImages`` folder; ``flow_root``: ``<video>/<frame>.npy`` flows.
+                    Format ``youtube_vis_clips`` takes the same paths and gives one dict per
+                    video (``evaluator_type="youtube_vis"``); see ``d2ext.data.youtube_vis``
 ==================  =======================================================================
 
 From the command line::
@@ -57,6 +63,7 @@ from detectron2.data.datasets import register_coco_instances, register_coco_pano
 from .densepose_coco import register_densepose_coco
 from .ibug_pts import register_ibug_pts
 from .wider_face import register_wider_bbx, register_wider_face
+from .youtube_vis import register_youtube_vis, register_youtube_vis_clips
 
 logger = logging.getLogger(__name__)
 
@@ -195,6 +202,8 @@ DATASET_FORMATS: Dict[str, Callable[..., None]] = {
     "widerface": register_wider_face,
     "wider_bbx": register_wider_bbx,
     "densepose_coco": register_densepose_coco,
+    "youtube_vis": register_youtube_vis,
+    "youtube_vis_clips": register_youtube_vis_clips,
 }
 
 # name -> the normalized entry it was registered with (makes re-registration a no-op)

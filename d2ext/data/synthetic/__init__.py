@@ -2,8 +2,9 @@
 
 Importing registers the builtins (``synth_shapes_{train,val}``, ``synth_panoptic_{train,val}``
 with ``_separated`` / ``_stuffonly`` variants, ``synth_faces_*`` (68 iBUG face landmarks),
-``synth_bodies_*`` (17 COCO person keypoints) and ``synth_densepose_*`` (DensePose figures)) in
-D2's catalogs; files are generated on first ``DatasetCatalog.get`` or
+``synth_bodies_*`` (17 COCO person keypoints), ``synth_densepose_*`` (DensePose figures) and
+``synth_videos_*`` with ``_clips`` variants (moving shapes, YouTube-VIS + exact flow)) in D2's
+catalogs; files are generated on first ``DatasetCatalog.get`` or
 :func:`ensure_synthetic_generated`. See ``register.py``.
 """
 
@@ -22,6 +23,7 @@ from .register import (
     register_synthetic_faces,
     register_synthetic_panoptic,
     register_synthetic_shapes,
+    register_synthetic_videos,
     synthetic_dataset_dir,
     synthetic_root,
 )
@@ -46,6 +48,7 @@ __all__ = [
     "register_synthetic_faces",
     "register_synthetic_panoptic",
     "register_synthetic_shapes",
+    "register_synthetic_videos",
     "render_face",
     "render_face_image",
     "render_image",

@@ -28,6 +28,11 @@ Builtin names (generated under ``$DETECTRON2_DATASETS`` (default ``./datasets``)
   figures with DensePose parts and UV charts (DensePose-COCO json loaded by
   ``d2ext.data.densepose_coco``, flipped through the builtin synthetic UV symmetry table;
   ``evaluator_type="densepose"``), in ``synth_densepose/<name>/``.
+* ``synth_videos_{train,val,mini_train,mini_val}``: 160x224 videos of 12 frames with moving
+  shapes (``videos.py``; YouTube-VIS json + JPEG frames + exact flow ``.npy``, loaded by
+  ``d2ext.data.youtube_vis``): per-frame D2 dicts (``evaluator_type="coco"``) and, as
+  ``synth_videos_*_clips``, one dict per video (``evaluator_type="youtube_vis"``), in
+  ``synth_videos/<name>/``.
 """
 
 import functools
@@ -52,8 +57,14 @@ from ..densepose_coco import load_densepose_coco_json
 from ..densepose_flip import SYNTHETIC_UV_SYMMETRY
 from ..ibug_pts import register_ibug_pts
 from ..wider_face import load_wider_face_label, wider_face_metadata
-from .categories import instances_metadata, panoptic_separated_metadata, panoptic_standard_metadata
-from .generate import SyntheticSpec, generate
+from ..youtube_vis import load_youtube_vis_clips, load_youtube_vis_json, youtube_vis_metadata
+from .categories import (
+    coco_categories,
+    instances_metadata,
+    panoptic_separated_metadata,
+    panoptic_standard_metadata,
+)
+from .generate import DEFAULT_NUM_FRAMES, SyntheticSpec, generate
 
 # dataset name -> (spec, directory, all names registered together with it)
 _REGISTERED: Dict[str, Tuple[SyntheticSpec, str, Tuple[str, ...]]] = {}
@@ -88,6 +99,11 @@ BUILTIN_DATASETS: Dict[str, Tuple[str, int, int]] = {
     "synth_densepose_val": ("densepose", 100, 62),
     "synth_densepose_mini_train": ("densepose", 16, 63),
     "synth_densepose_mini_val": ("densepose", 8, 64),
+    # videos: num_images counts videos (of BUILTIN_NUM_FRAMES frames)
+    "synth_videos_train": ("videos", 24, 71),
+    "synth_videos_val": ("videos", 8, 72),
+    "synth_videos_mini_train": ("videos", 4, 73),
+    "synth_videos_mini_val": ("videos", 2, 74),
 }
 BUILTIN_IMAGE_SIZE = (256, 256)
 # small images keep CPU training of the landmark models fast
@@ -97,9 +113,12 @@ BUILTIN_IMAGE_SIZES = {
     "bodies": (192, 192),
     "face_scenes": (320, 320),
     "densepose": (192, 192),
+    "videos": (160, 224),
 }
-# max_objects of a kind's builtins where not SyntheticSpec's default (figures per image)
-BUILTIN_MAX_OBJECTS = {"densepose": 4}
+# max_objects of a kind's builtins where not SyntheticSpec's default (figures per image,
+# shapes per video)
+BUILTIN_MAX_OBJECTS = {"densepose": 4, "videos": 6}
+BUILTIN_NUM_FRAMES = {"videos": DEFAULT_NUM_FRAMES}
 
 
 def synthetic_root() -> str:
@@ -110,7 +129,8 @@ def synthetic_root() -> str:
 def builtin_spec(name: str) -> SyntheticSpec:
     kind, num_images, seed = BUILTIN_DATASETS[name]
     size = BUILTIN_IMAGE_SIZES.get(kind, BUILTIN_IMAGE_SIZE)
-    return SyntheticSpec(kind, num_images, size, seed, BUILTIN_MAX_OBJECTS.get(kind, 15))
+    max_objects = BUILTIN_MAX_OBJECTS.get(kind, 15)
+    return SyntheticSpec(kind, num_images, size, seed, max_objects, BUILTIN_NUM_FRAMES.get(kind))
 
 
 def _generate_then_load(spec: SyntheticSpec, out_dir: str, load: Callable[[], List[dict]]):
@@ -140,14 +160,20 @@ def _prepare(name: str, spec: SyntheticSpec, out_dir: str) -> bool:
     return True
 
 
-def _make_lazy(names: Tuple[str, ...], spec: SyntheticSpec, out_dir: str) -> None:
-    """Generate before D2's loader runs, and validate what it loads."""
+def _make_lazy(
+    names: Tuple[str, ...],
+    spec: SyntheticSpec,
+    out_dir: str,
+    checked: Optional[Tuple[str, ...]] = None,
+) -> None:
+    """Generate before D2's loader runs, and validate what the ``checked`` names (default: all)
+    load (D2-format dicts; per-clip dicts are not)."""
     for n in names:
         load = DatasetCatalog[n]  # the loader D2's register_* installed (not called here)
         DatasetCatalog.remove(n)
         DatasetCatalog.register(n, functools.partial(_generate_then_load, spec, out_dir, load))
         _REGISTERED[n] = (spec, out_dir, names)
-    add_dataset_checks(names)
+    add_dataset_checks(names if checked is None else checked)
 
 
 def register_synthetic_shapes(
@@ -332,6 +358,35 @@ def register_synthetic_densepose(
     return spec
 
 
+def register_synthetic_videos(
+    name: str,
+    root: Optional[str] = None,
+    num_videos: int = 24,
+    image_size: Tuple[int, int] = BUILTIN_IMAGE_SIZES["videos"],
+    seed: int = 0,
+    max_objects: int = BUILTIN_MAX_OBJECTS["videos"],
+    num_frames: int = DEFAULT_NUM_FRAMES,
+) -> SyntheticSpec:
+    """Register synthetic videos (``videos.py``) generated in ``<root>/synth_videos/<name>/`` on
+    first use as YouTube-VIS (``instances.json``, ``JPEGImages/``) + exact flow (``Flow/``),
+    loaded by :mod:`d2ext.data.youtube_vis` under two names: ``name`` (per-frame D2 dicts, with
+    ``flow_file``) and ``name + "_clips"`` (one dict per video)."""
+    spec = SyntheticSpec("videos", num_videos, tuple(image_size), seed, max_objects, num_frames)
+    out_dir = os.path.abspath(os.path.join(root or synthetic_root(), "synth_videos", name))
+    if _prepare(name, spec, out_dir):
+        j = functools.partial(os.path.join, out_dir)
+        paths = (j("instances.json"), j("JPEGImages"), j("Flow"))
+        categories = coco_categories(include_stuff=False)
+        for n, load, clips in (
+            (name, load_youtube_vis_json, False),
+            (name + "_clips", load_youtube_vis_clips, True),
+        ):
+            DatasetCatalog.register(n, functools.partial(load, *paths))
+            MetadataCatalog.get(n).set(**youtube_vis_metadata(categories, *paths, clips=clips))
+        _make_lazy((name, name + "_clips"), spec, out_dir, checked=(name,))
+    return spec
+
+
 def register_synthetic(
     name: str, root: Optional[str] = None, spec: Optional[SyntheticSpec] = None
 ) -> SyntheticSpec:
@@ -348,6 +403,8 @@ def register_synthetic(
         return register_synthetic_face_scenes(*args, spec.max_objects)
     if spec.kind == "densepose":
         return register_synthetic_densepose(*args, spec.max_objects)
+    if spec.kind == "videos":
+        return register_synthetic_videos(*args, spec.max_objects, spec.num_frames)
     register = register_synthetic_faces if spec.kind == "faces" else register_synthetic_bodies
     return register(*args)
 
