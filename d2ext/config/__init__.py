@@ -10,6 +10,7 @@ from .postprocess import add_postprocess_config
 from .retinaface import add_retinaface_config
 from .upsnet import add_upsnet_config
 from .yolact import add_yolact_config
+from .yolact_edge import add_yolact_edge_config
 
 __all__ = [
     "add_d2ext_config",
@@ -21,4 +22,5 @@ __all__ = [
     "add_retinaface_config",
     "add_upsnet_config",
     "add_yolact_config",
+    "add_yolact_edge_config",
 ]

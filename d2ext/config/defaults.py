@@ -8,6 +8,7 @@ from .postprocess import add_postprocess_config
 from .retinaface import add_retinaface_config
 from .upsnet import add_upsnet_config
 from .yolact import add_yolact_config
+from .yolact_edge import add_yolact_edge_config
 
 
 def add_d2ext_config(cfg: CfgNode) -> CfgNode:
@@ -20,6 +21,7 @@ def add_d2ext_config(cfg: CfgNode) -> CfgNode:
     add_common_config(cfg)
     add_postprocess_config(cfg)
     add_yolact_config(cfg)
+    add_yolact_edge_config(cfg)
     add_upsnet_config(cfg)
     add_hourglass_config(cfg)
     add_hourglass_keypoint_head_config(cfg)

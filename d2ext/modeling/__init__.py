@@ -8,4 +8,5 @@ from . import (
     retinaface,  # noqa: F401  (registration)
     upsnet,  # noqa: F401  (registration)
     yolact,  # noqa: F401  (registration)
+    yolact_edge,  # noqa: F401  (registration)
 )

@@ -12,6 +12,7 @@ from .landmark_topdown import (
 )
 from .retinaface import RetinaFaceMapper
 from .upsnet_panoptic import UPSNetPanopticMapper
+from .video_pairs import YolactEdgePairMapper, transform_flow
 from .yolact import YOLACTDatasetMapper, build_scale_jitter
 
 __all__ = [
@@ -22,6 +23,8 @@ __all__ = [
     "TopDownLandmarkMapper",
     "UPSNetPanopticMapper",
     "YOLACTDatasetMapper",
+    "YolactEdgePairMapper",
     "build_scale_jitter",
     "crop_affine",
+    "transform_flow",
 ]
