@@ -49,12 +49,15 @@ _DETECTION_OUTPUTS = ("batch_index", "boxes", "classes", "masks", "scores")
 _RAW_OUTPUTS = ("raw_coeffs", "raw_deltas", "raw_logits", "raw_protos")
 
 
-def _sort_descending(x: torch.Tensor, dim: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Stable descending sort (equal values keep their index order). A stable ``torch.sort``
-    has no ONNX symbolic; ONNX ``TopK`` over the whole axis breaks ties by the lower index."""
+def _top_descending(x: torch.Tensor, dim: int, k: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The first ``k`` of a stable descending sort along ``dim`` (equal values keep their index
+    order). A stable ``torch.sort`` has no ONNX symbolic; ONNX ``TopK`` breaks ties by the lower
+    index by definition, and with ``k`` below the axis length it selects rather than sorts."""
+    k = min(int(k), x.shape[dim])
     if torch.onnx.is_in_onnx_export():
-        return x.topk(x.shape[dim], dim=dim)
-    return x.sort(dim=dim, descending=True, stable=True)
+        return x.topk(k, dim=dim)
+    values, indices = x.sort(dim=dim, descending=True, stable=True)
+    return values.narrow(dim, 0, k), indices.narrow(dim, 0, k)
 
 
 class YOLACTExport(ExportWrapper):
@@ -188,8 +191,7 @@ class YOLACTExport(ExportWrapper):
 
         # per class, candidates by decreasing score, then non-candidates (-1); the first top_k
         scores = torch.where(cand[:, :, None], fg, torch.full_like(fg, -1.0)).transpose(1, 2)
-        scores, idx = _sort_descending(scores, 2)
-        scores, idx = scores[:, :, : m.topk_candidates], idx[:, :, : m.topk_candidates]
+        scores, idx = _top_descending(scores, 2, m.topk_candidates)
         top_k = idx.shape[2]
         flat_idx = idx.reshape(n, -1)  # (N, C * top_k), class-major like the eager [keep]
         valid = cand.gather(1, flat_idx).reshape(idx.shape)
@@ -204,7 +206,7 @@ class YOLACTExport(ExportWrapper):
 
         # per image, the kept (class, rank) pairs by decreasing score over all classes
         ranked = torch.where(keep, scores, torch.full_like(scores, -1.0)).reshape(n, -1)
-        order = _sort_descending(ranked, 1)[1][:, : m.max_detections_per_image]
+        order = _top_descending(ranked, 1, m.max_detections_per_image)[1]
         kept = keep.reshape(n, -1).gather(1, order)
         classes = torch.div(order, top_k, rounding_mode="floor")
         det_boxes = cand_boxes.gather(1, order[:, :, None].expand(-1, -1, 4))
