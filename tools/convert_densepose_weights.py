@@ -15,42 +15,27 @@ confidences on. The output is ``{"model": state_dict, "__author__": ...,
 
 import argparse
 import os
-import pickle
 import sys
-
-import torch
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
 
 from d2ext.modeling.densepose import convert_official_densepose_state_dict  # noqa: E402
-
-
-def load_official_state_dict(src: str) -> dict:
-    """The state dict inside ``src`` (``.pkl``: pickle as D2's model zoo ships; else
-    ``torch.load``), unwrapped from ``{"model": ...}`` when wrapped."""
-    if not os.path.isfile(src):
-        raise FileNotFoundError(f"DensePose checkpoint {src!r} does not exist")
-    if src.endswith(".pkl"):
-        with open(src, "rb") as f:
-            ckpt = pickle.load(f, encoding="latin1")
-    else:
-        ckpt = torch.load(src, map_location="cpu", weights_only=False)
-    if isinstance(ckpt, dict) and isinstance(ckpt.get("model"), dict):
-        ckpt = ckpt["model"]
-    if not isinstance(ckpt, dict) or not ckpt:
-        raise ValueError(f"{src!r} is not a DensePose checkpoint (expected a state dict)")
-    return ckpt
+from d2ext.utils.checkpoint_conversion import (  # noqa: E402
+    load_official_state_dict,
+    save_converted_checkpoint,
+)
 
 
 def convert_file(src: str, dst: str) -> list:
     """Convert ``src`` to ``dst``; returns the dropped (confidence) keys."""
     try:
-        model, dropped = convert_official_densepose_state_dict(load_official_state_dict(src))
+        state_dict = load_official_state_dict(
+            src, "DensePose", wrapper_keys=("model",), tensors_only=False
+        )
+        model, dropped = convert_official_densepose_state_dict(state_dict)
     except (KeyError, TypeError) as e:
         raise ValueError(f"{src!r}: {e}") from None
-    os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
-    author = "facebookresearch/detectron2 projects/DensePose"
-    torch.save({"model": model, "__author__": author, "matching_heuristics": False}, dst)
+    save_converted_checkpoint(dst, model, "facebookresearch/detectron2 projects/DensePose")
     return dropped
 
 

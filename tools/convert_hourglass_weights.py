@@ -16,39 +16,26 @@ import argparse
 import os
 import sys
 
-import torch
-
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
 
 from d2ext.modeling.hourglass.checkpoint import (  # noqa: E402
     convert_official_hourglass_state_dict,
     infer_official_hourglass_config,
 )
-
-
-def load_official_state_dict(src: str) -> dict:
-    """The ``PoseNet`` state dict inside ``src``: the original's ``{"state_dict": ...}``, a
-    ``{"net"|"model": ...}`` wrapper, or a bare state dict."""
-    if not os.path.isfile(src):
-        raise FileNotFoundError(f"official hourglass checkpoint {src!r} does not exist")
-    ckpt = torch.load(src, map_location="cpu", weights_only=False)
-    for key in ("state_dict", "net", "model"):
-        if isinstance(ckpt, dict) and isinstance(ckpt.get(key), dict):
-            ckpt = ckpt[key]
-            break
-    if not isinstance(ckpt, dict) or not ckpt or not all(torch.is_tensor(v) for v in ckpt.values()):
-        raise ValueError(f"{src!r} is not a PoseNet state dict (expected a dict of tensors)")
-    return ckpt
+from d2ext.utils.checkpoint_conversion import (  # noqa: E402
+    load_official_state_dict,
+    save_converted_checkpoint,
+)
 
 
 def convert_file(src: str, dst: str, prefix: str = "backbone.") -> dict:
     """Convert ``src`` to ``dst``; returns the ``MODEL.HOURGLASS`` settings it was trained with."""
-    state_dict = load_official_state_dict(src)
+    state_dict = load_official_state_dict(
+        src, "official hourglass (PoseNet)", wrapper_keys=("state_dict", "net", "model")
+    )
     settings = infer_official_hourglass_config(state_dict)
     model, _ = convert_official_hourglass_state_dict(state_dict, prefix=prefix)
-    os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
-    author = "princeton-vl/pytorch_stacked_hourglass"
-    torch.save({"model": model, "__author__": author, "matching_heuristics": False}, dst)
+    save_converted_checkpoint(dst, model, "princeton-vl/pytorch_stacked_hourglass")
     return settings
 
 

@@ -18,13 +18,15 @@ import argparse
 import os
 import sys
 
-import torch
-
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
 
 from d2ext.modeling.retinaface import (  # noqa: E402
     convert_official_retinaface_state_dict,
     infer_official_retinaface_backbone,
+)
+from d2ext.utils.checkpoint_conversion import (  # noqa: E402
+    load_official_state_dict,
+    save_converted_checkpoint,
 )
 
 CONFIGS = {
@@ -34,32 +36,15 @@ CONFIGS = {
 }
 
 
-def load_official_state_dict(src: str) -> dict:
-    """The RetinaFace state dict inside ``src`` (a bare state dict as the original saves it, or
-    a ``{"state_dict"|"model"|"net": ...}`` wrapper)."""
-    if not os.path.isfile(src):
-        raise FileNotFoundError(f"official RetinaFace checkpoint {src!r} does not exist")
-    ckpt = torch.load(src, map_location="cpu", weights_only=False)
-    for key in ("state_dict", "model", "net"):
-        if isinstance(ckpt, dict) and isinstance(ckpt.get(key), dict):
-            ckpt = ckpt[key]
-            break
-    if not isinstance(ckpt, dict) or not ckpt or not all(torch.is_tensor(v) for v in ckpt.values()):
-        raise ValueError(f"{src!r} is not a RetinaFace state dict (expected a dict of tensors)")
-    return ckpt
-
-
 def convert_file(src: str, dst: str) -> str:
     """Convert ``src`` to ``dst``; returns the config file to use it with."""
-    state_dict = load_official_state_dict(src)
+    state_dict = load_official_state_dict(src, "official RetinaFace")
     try:
         backbone = infer_official_retinaface_backbone(state_dict)
     except ValueError as e:
         raise ValueError(f"{src!r}: {e}") from None
     model, _ = convert_official_retinaface_state_dict(state_dict)
-    os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
-    author = "biubug6/Pytorch_Retinaface"
-    torch.save({"model": model, "__author__": author, "matching_heuristics": False}, dst)
+    save_converted_checkpoint(dst, model, "biubug6/Pytorch_Retinaface")
     return CONFIGS[backbone]
 
 

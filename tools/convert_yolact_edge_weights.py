@@ -18,28 +18,22 @@ import argparse
 import os
 import sys
 
-import torch
-
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
 
 from d2ext.modeling.yolact_edge.checkpoint import (  # noqa: E402
     convert_official_yolact_edge_state_dict,
 )
+from d2ext.utils.checkpoint_conversion import (  # noqa: E402
+    load_official_state_dict,
+    save_converted_checkpoint,
+)
 
 
 def convert_file(src: str, dst: str) -> int:
     """Convert ``src`` to ``dst``; returns the number of tensors written."""
-    if not os.path.isfile(src):
-        raise FileNotFoundError(f"official YolactEdge checkpoint {src!r} does not exist")
-    ckpt = torch.load(src, map_location="cpu", weights_only=False)
-    if isinstance(ckpt, dict) and "state_dict" in ckpt and isinstance(ckpt["state_dict"], dict):
-        ckpt = ckpt["state_dict"]
-    if not isinstance(ckpt, dict) or not all(torch.is_tensor(v) for v in ckpt.values()):
-        raise ValueError(f"{src!r} is not a YolactEdge state dict (expected a dict of tensors)")
+    ckpt = load_official_state_dict(src, "official YolactEdge", wrapper_keys=("state_dict",))
     model, _ = convert_official_yolact_edge_state_dict(ckpt)
-    os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
-    author = "haotian-liu/yolact_edge"
-    torch.save({"model": model, "__author__": author, "matching_heuristics": False}, dst)
+    save_converted_checkpoint(dst, model, "haotian-liu/yolact_edge")
     return len(model)
 
 

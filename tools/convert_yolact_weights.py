@@ -14,25 +14,20 @@ import argparse
 import os
 import sys
 
-import torch
-
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
 
 from d2ext.modeling.yolact.checkpoint import convert_official_yolact_state_dict  # noqa: E402
+from d2ext.utils.checkpoint_conversion import (  # noqa: E402
+    load_official_state_dict,
+    save_converted_checkpoint,
+)
 
 
 def convert_file(src: str, dst: str) -> int:
     """Convert ``src`` to ``dst``; returns the number of tensors written."""
-    if not os.path.isfile(src):
-        raise FileNotFoundError(f"official YOLACT checkpoint {src!r} does not exist")
-    ckpt = torch.load(src, map_location="cpu", weights_only=False)
-    if isinstance(ckpt, dict) and "state_dict" in ckpt and isinstance(ckpt["state_dict"], dict):
-        ckpt = ckpt["state_dict"]
-    if not isinstance(ckpt, dict) or not all(torch.is_tensor(v) for v in ckpt.values()):
-        raise ValueError(f"{src!r} is not a YOLACT state dict (expected a dict of tensors)")
+    ckpt = load_official_state_dict(src, "official YOLACT", wrapper_keys=("state_dict",))
     model, _ = convert_official_yolact_state_dict(ckpt)
-    os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
-    torch.save({"model": model, "__author__": "dbolya/yolact", "matching_heuristics": False}, dst)
+    save_converted_checkpoint(dst, model, "dbolya/yolact")
     return len(model)
 
 
