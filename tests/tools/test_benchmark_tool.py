@@ -19,6 +19,7 @@ def test_benchmark_lists_every_case(repo_root):
         "paste_masks",
         "yolact_e2e",
         "yolact_fast_nms",
+        "yolact_edge_video",
         "coco_eval",
         "pq",
         "heatmap_decode",

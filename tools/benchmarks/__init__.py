@@ -19,6 +19,7 @@ BENCHMARKS: Dict[str, Callable[..., List["BenchRow"]]] = {}
 CASE_MODULES = (
     "mask_ops",
     "yolact",
+    "yolact_edge",
     "evaluation",
     "heatmap_codec",
     "retinaface",
