@@ -98,6 +98,15 @@ class YOLACTExport(ExportWrapper):
                     f"YOLACTExport wraps a YOLACT model (MODEL.META_ARCHITECTURE 'YOLACT'), "
                     f"got {type(model).__name__}"
                 )
+        if hasattr(model, "forward_video"):
+            # YolactEdge: its non-keyframes read the previous keyframe's features (flow net,
+            # warp, SPA), a state carried between calls that one traced graph cannot hold
+            raise ValueError(
+                f"{type(model).__name__} (MODEL.YOLACT_EDGE: keyframe state, flow net, "
+                "USE_SPA) has no export: its non-keyframe path reads the previous keyframe's "
+                "features. Export the same weights under MODEL.META_ARCHITECTURE 'YOLACT' for "
+                "its per-image (every frame a keyframe) graph"
+            )
         if model.nms_type not in ("fast", "standard"):
             raise ValueError(
                 f"MODEL.YOLACT.NMS_TYPE {model.nms_type!r} cannot be exported ('fast' or 'standard')"

@@ -11,6 +11,7 @@ from yolact_tiny import tiny_cfg
 
 from d2ext.export import (
     as_tensor,
+    build_export_wrapper,
     export_onnx,
     export_torchscript,
     load_torchscript,
@@ -229,6 +230,14 @@ def test_sample_inputs_grayscale_and_metadata():
 def test_bad_models_options_and_inputs():
     with pytest.raises(ValueError, match="wraps a YOLACT model"):
         YOLACTExport(torch.nn.Conv2d(3, 3, 1).eval())
+    # YolactEdge derives from YOLACT, but its video path carries state: refused, by name
+    edge_cfg = tiny_cfg()
+    edge_cfg.MODEL.META_ARCHITECTURE = "YolactEdge"
+    edge_cfg.MODEL.YOLACT_EDGE.FLOW_REDUCE_CHANNELS = [8]
+    edge_cfg.MODEL.YOLACT_EDGE.FLOW_ENCODE_CHANNELS = 8
+    edge = build_model(edge_cfg).eval()
+    with pytest.raises(ValueError, match="YolactEdge .*USE_SPA.* has no export"):
+        build_export_wrapper(edge)
     with pytest.raises(ValueError, match="MODEL.YOLACT.TOPK_CANDIDATES_TEST"):
         YOLACTExport(_model(TOPK_CANDIDATES_TEST=0))
     with pytest.raises(ValueError, match="MODEL.YOLACT.DETECTIONS_PER_IMAGE"):
