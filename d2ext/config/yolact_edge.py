@@ -39,14 +39,22 @@ def add_yolact_edge_config(cfg: CN) -> None:
     # Frame distances between a training frame and its keyframe (reference frame) for the
     # temporal training stages (the original's frame_offset_lb..ub = 2..5, forward in time).
     cfg.MODEL.YOLACT_EDGE.FRAME_OFFSETS = [2, 3, 4, 5]
-    # What training ``forward`` optimises (what it does not train is frozen):
+    # What training ``forward`` optimises (what it does not train is frozen). Trained in this
+    # order, each stage from the previous one's weights (configs/YolactEdge/*_{flow_gt,flow,
+    # joint}.yaml):
     #   "image": YOLACT's losses on single images (the original's COCO / image stage);
     #   "flow_gt": the flow net alone, end-point error against ground-truth flow between the
     #     frame and its "reference_image" (the original's flow stage, train_flow, on
     #     FlyingChairs; here YolactEdgePairMapper's exact synthetic flow, FRAME_OFFSETS [-1]);
     #   "flow": the flow net and SPA, feature-matching loss between the warped keyframe
     #     ("reference_image") P4/P5 and the current frame's own (flow.feature_matching_loss
-    #     'cosine' at fm_loss_loc 'L+P'; the feature-matching half of the original's video stage).
+    #     'cosine' at fm_loss_loc 'L+P'; the feature-matching part of the original's video stage);
+    #   "joint": the original's video stage (yolact_edge_vid_config) on frame pairs: YOLACT's
+    #     losses on the current frame's full pass and on its non-keyframe (warped) pass
+    #     ("loss_*_warp"), plus the feature-matching loss; the ResNet and the FPN laterals frozen
+    #     (its fine_tune_layers). The original's two optimizer steps per iteration are one step
+    #     on the summed losses here, and its extra COCO batch (dataset.joint) is not reproduced
+    #     (d2ext/modeling/yolact_edge/training.py).
     cfg.MODEL.YOLACT_EDGE.TRAIN_STAGE = "image"
     # Weight of the feature-matching loss (flow.fm_loss_alpha).
     cfg.MODEL.YOLACT_EDGE.LOSS_FM_WEIGHT = 1.0

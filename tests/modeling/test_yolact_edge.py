@@ -1,16 +1,15 @@
 """YolactEdge on tiny CPU inputs (the tiny YOLACT of tests/yolact_tiny.py + a small flow net):
 k=1 is YOLACT bit for bit, non-keyframes never run res4/res5, the keyframe schedule through
-VideoPredictor, frame-size changes, bad configs, and the two training stages."""
+VideoPredictor, frame-size changes, bad configs (the training stages:
+test_yolact_edge_training.py)."""
 
 import numpy as np
 import pytest
 import torch
 from detectron2.modeling import build_model
-from detectron2.utils.events import EventStorage
 from yolact_tiny import tiny_cfg
 
 from d2ext.engine.video_predictor import VideoPredictor
-from d2ext.modeling.common import endpoint_error
 from d2ext.modeling.yolact_edge import YolactEdge, YolactEdgeVideoState
 
 H, W = 64, 80
@@ -186,7 +185,7 @@ def test_frame_size_change_starts_a_new_keyframe():
         ("WARP_FEATURES", ["p4"], "MODEL.YOLACT_EDGE.WARP_FEATURES"),
         ("KEYFRAME_INTERVAL", 0, "MODEL.YOLACT_EDGE.KEYFRAME_INTERVAL"),
         ("FLOW_NET", "raft", "MODEL.YOLACT_EDGE.FLOW_NET"),
-        ("TRAIN_STAGE", "joint", "MODEL.YOLACT_EDGE.TRAIN_STAGE"),
+        ("TRAIN_STAGE", "video", "MODEL.YOLACT_EDGE.TRAIN_STAGE"),
     ],
 )
 def test_bad_config_is_a_clear_error(key, value, match):
@@ -209,87 +208,3 @@ def test_forward_video_refuses_training_mode_and_foreign_state():
     edge.train()
     with pytest.raises(ValueError, match="eval"):
         edge.forward_video([frame(0)], edge.init_video_state())
-
-
-def training_input(seed):
-    from test_yolact_model import make_input
-
-    x = make_input(h=H, w=W, boxes=((8, 10, 40, 50), (30, 20, 70, 60)), seed=seed)
-    x["reference_image"] = frame(seed + 10)["image"]
-    return x
-
-
-def test_image_stage_trains_like_yolact():
-    edge = build(edge_cfg()).train()
-    with EventStorage():
-        losses = edge([training_input(0), training_input(1)])
-    assert set(losses) == {"loss_box", "loss_cls", "loss_mask", "loss_sem_seg"}
-    assert all(torch.isfinite(v) for v in losses.values())
-    sum(losses.values()).backward()
-    # the flow net and SPA are unused on single images: frozen, and every trainable
-    # parameter gets a gradient (as D2's DDP, find_unused_parameters=False, requires)
-    for name, p in edge.named_parameters():
-        assert p.requires_grad == (not name.startswith(("flow_net.", "spa."))), name
-        assert (p.grad is not None) == p.requires_grad, name
-
-
-def test_flow_stage_trains_only_the_flow_net_and_spa():
-    edge = build(edge_cfg(TRAIN_STAGE="flow")).train()
-    trainable = {n for n, p in edge.named_parameters() if p.requires_grad}
-    assert {n.split(".")[0] for n in trainable} == {"flow_net", "spa"}
-    # the finest flow level (C3 size) is not used by the P4/P5 warp: frozen
-    assert not [n for n in trainable if n.startswith(("flow_net.pred1.", "flow_net.upfeat2."))]
-    assert edge.training and edge.flow_net.training and not edge.backbone.training
-    before = {k: v.clone() for k, v in edge.backbone.state_dict().items()}
-    with EventStorage():
-        losses = edge([training_input(0), training_input(1)])
-    assert set(losses) == {"loss_fm"} and torch.isfinite(losses["loss_fm"])
-    assert 0 < losses["loss_fm"].item() < 2  # a mean of 1 - cosine
-    losses["loss_fm"].backward()
-    for name, p in edge.named_parameters():
-        assert (p.grad is not None) == p.requires_grad, name
-    assert any(p.grad.abs().sum() > 0 for p in edge.spa.parameters())
-    assert edge.flow_net.pred2.flow.weight.grad.abs().sum() > 0
-    # frozen BN statistics stay as they were
-    after = edge.backbone.state_dict()
-    assert all(torch.equal(before[k], after[k]) for k in before)
-
-    x = training_input(0)
-    del x["reference_image"]
-    with pytest.raises(ValueError, match=r"img0.png has no \['reference_image'\]"):
-        edge([x])
-
-
-def test_flow_gt_stage_trains_the_flow_net_on_ground_truth_flow():
-    edge = build(edge_cfg(TRAIN_STAGE="flow_gt")).train()
-    trainable = {n for n, p in edge.named_parameters() if p.requires_grad}
-    assert {n.split(".")[0] for n in trainable} == {"flow_net"}
-    assert "flow_net.pred1.flow.weight" in trainable  # all three levels are supervised
-    assert not [n for n in trainable if ".scale." in n or ".bias." in n]  # the feature heads
-    counts = stage_calls(edge)
-    inputs = [training_input(0), training_input(1)]
-    for x in inputs:  # (2, H, W) pixel flow on the current frame's grid
-        x["flow"] = torch.stack([torch.full((H, W), 3.0), torch.full((H, W), -2.0)])
-    with EventStorage():
-        losses = edge(inputs)
-    assert set(losses) == {"loss_flow"} and torch.isfinite(losses["loss_flow"])
-    assert (counts["res4"], counts["res5"]) == (0, 0)  # the flow stage reads C3 only
-    losses["loss_flow"].backward()
-    for name, p in edge.named_parameters():
-        assert (p.grad is not None) == p.requires_grad, name
-    # the loss is the original's: the EPE of the three levels against the pixel flow in its
-    # normalised units (x 2 / W / WARP_FLOW_SCALE), which the S x S stretch leaves unchanged
-    with torch.no_grad():
-        images, references = edge._pair_inputs(inputs, ["reference_image", "flow"])
-        lateral = [edge.lateral_c3(edge.bottom_up_to_c3(i)) for i in (images, references)]
-        flows = edge.flow_net(*lateral).flows
-    gt = (
-        torch.stack([x["flow"] for x in inputs])
-        * torch.tensor([2 / W * 8, 2 / H * 8])[:, None, None]
-    )
-    expected = sum(endpoint_error(f, gt) for f in flows)
-    torch.testing.assert_close(losses["loss_flow"].detach(), expected)
-
-    del inputs[1]["flow"]
-    with pytest.raises(ValueError, match=r"img1.png has no \['flow'\]"):
-        edge(inputs)

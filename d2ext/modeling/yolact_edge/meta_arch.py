@@ -23,20 +23,13 @@ import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY
 
-from d2ext.modeling.common import (
-    FlowNetMini,
-    feature_matching_loss,
-    multiscale_endpoint_error,
-    pixel_flow_to_normalized,
-    warp_features,
-)
+from d2ext.modeling.common import FlowNetMini, warp_features
 from d2ext.modeling.yolact import YOLACT, YOLACTFPN
 
 from .spa import SPA
+from .training import STAGE_LOSSES, TRAIN_STAGES, trains_parameter
 
 __all__ = ["KeyframeFeatures", "YolactEdge", "YolactEdgeVideoState"]
-
-_TRAIN_STAGES = ("image", "flow_gt", "flow")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,10 +68,12 @@ class YolactEdge(YOLACT):
     """YOLACT + keyframe feature transfer. Inputs and outputs as :class:`YOLACT`; outputs of
     :meth:`forward_video` also carry ``"is_keyframe"`` (bool) per frame.
 
-    Training (``train_stage``; parameters a stage does not train are frozen, their modules in
-    eval mode): ``"image"``: YOLACT's losses on single images; ``"flow_gt"``: the flow net alone
-    on ground-truth flow; ``"flow"``: the flow net and SPA with the feature-matching loss. The
-    two temporal stages read frame pairs: each input carries ``"reference_image"``, its
+    Training (``train_stage``, :mod:`.training`; parameters a stage does not train are frozen,
+    modules with no trainable parameter in eval mode): ``"image"``: YOLACT's losses on single
+    images; ``"flow_gt"``: the flow net alone on ground-truth flow; ``"flow"``: the flow net and
+    SPA with the feature-matching loss; ``"joint"``: the original's video stage, YOLACT's losses
+    on the full and the non-keyframe pass plus feature matching, the ResNet and FPN laterals
+    frozen. The temporal stages read frame pairs: each input carries ``"reference_image"``, its
     keyframe (C, H, W) in ``input_format`` (and ``"flow"`` for "flow_gt").
     """
 
@@ -108,7 +103,8 @@ class YolactEdge(YOLACT):
                 (``MODEL.YOLACT_EDGE.WARP_FLOW_SCALE``).
             flow_scale_bias: apply the flow net's ``* scale + bias`` to the warped features
                 (``MODEL.YOLACT_EDGE.FLOW_SCALE_BIAS``).
-            train_stage: "image", "flow_gt" or "flow" (``MODEL.YOLACT_EDGE.TRAIN_STAGE``).
+            train_stage: "image", "flow_gt", "flow" or "joint"
+                (``MODEL.YOLACT_EDGE.TRAIN_STAGE``).
             loss_fm_weight: feature-matching loss weight (``MODEL.YOLACT_EDGE.LOSS_FM_WEIGHT``).
             kwargs: :class:`YOLACT`'s arguments.
         """
@@ -124,9 +120,9 @@ class YolactEdge(YOLACT):
                 "YolactEdge: MODEL.YOLACT_EDGE.KEYFRAME_INTERVAL must be >= 1, got "
                 f"{keyframe_interval}"
             )
-        if train_stage not in _TRAIN_STAGES:
+        if train_stage not in TRAIN_STAGES:
             raise ValueError(
-                f"YolactEdge: MODEL.YOLACT_EDGE.TRAIN_STAGE must be one of {_TRAIN_STAGES}, "
+                f"YolactEdge: MODEL.YOLACT_EDGE.TRAIN_STAGE must be one of {TRAIN_STAGES}, "
                 f"got {train_stage!r}"
             )
         fpn = self.backbone
@@ -172,16 +168,8 @@ class YolactEdge(YOLACT):
                 p.requires_grad_(False)
 
     def _trains(self, name: str) -> bool:
-        """Whether parameter ``name`` trains in ``train_stage``: "image" trains YOLACT (the
-        flow net and SPA are unused), "flow_gt" the flow net less its scale/bias heads (no flow
-        loss reaches them), "flow" the flow net and SPA less the flow net's finest level (C3
-        size: ``pred1``, ``upfeat2``, ``upflow2``), which the P4/P5 warp never uses."""
-        if self.train_stage == "image":
-            return not name.startswith(("flow_net.", "spa."))
-        if self.train_stage == "flow_gt":
-            return name.startswith("flow_net.") and ".scale." not in name and ".bias." not in name
-        finest = ("flow_net.pred1.", "flow_net.upfeat2.", "flow_net.upflow2.")
-        return name.startswith(("flow_net.", "spa.")) and not name.startswith(finest)
+        """Whether parameter ``name`` trains in ``train_stage`` (:func:`trains_parameter`)."""
+        return trains_parameter(self.train_stage, name, flow_scale_bias=self.flow_scale_bias)
 
     @classmethod
     def from_config(cls, cfg):
@@ -211,8 +199,9 @@ class YolactEdge(YOLACT):
     def train(self, mode: bool = True):
         super().train(mode)
         if mode:  # frozen parts keep their statistics (the original's fine_tune_layers)
-            for name, module in self.named_children():
-                if not any(self._trains(f"{name}.{p}") for p, _ in module.named_parameters()):
+            for name, module in self.named_modules():
+                names = [f"{name}.{p}" for p, _ in module.named_parameters()]
+                if name and names and not any(self._trains(n) for n in names):
                     module.train(False)
         return self
 
@@ -355,61 +344,9 @@ class YolactEdge(YOLACT):
         output["is_keyframe"] = is_keyframe
         return output, state
 
-    # ---- training ----
+    # ---- training (the stages' losses: training.py) ----
 
     def forward(self, batched_inputs: List[Dict]):
         if not self.training or self.train_stage == "image":
             return super().forward(batched_inputs)
-        if self.train_stage == "flow_gt":
-            return self.flow_gt_losses(batched_inputs)
-        return self.feature_matching_losses(batched_inputs)
-
-    def _pair_inputs(self, batched_inputs: List[Dict], keys: Sequence[str]):
-        for i, x in enumerate(batched_inputs):
-            missing = [k for k in keys if k not in x]
-            if missing:
-                raise ValueError(
-                    f"YolactEdge TRAIN_STAGE {self.train_stage!r}: input "
-                    f"{x.get('file_name', f'batched_inputs[{i}]')} has no {missing} (frame pairs "
-                    "come from YolactEdgePairMapper, MODEL.YOLACT_EDGE.FRAME_OFFSETS)"
-                )
-        references = [{"image": x["reference_image"]} for x in batched_inputs]
-        return self.preprocess_image(batched_inputs), self.preprocess_image(references)
-
-    def feature_matching_losses(self, batched_inputs: List[Dict]) -> Dict[str, torch.Tensor]:
-        """``{"loss_fm": ...}``: the original's feature-matching loss (cosine, on the features
-        and after the output convs, "L+P") between the non-keyframe path's P4/P5 (keyframe =
-        ``reference_image``, warped, scaled, SPA) and the current frame's own full-pass sums."""
-        images, references = self._pair_inputs(batched_inputs, ["reference_image"])
-        with torch.no_grad():  # frozen: the original detaches both laterals and the targets
-            key_sums, key_lateral = self.fpn_phase1(self.backbone.bottom_up(references))
-            target, lateral = self.fpn_phase1(self.backbone.bottom_up(images))
-        pred = self.nonkey_phase1(lateral, self.warp_keyframe(lateral, key_lateral, key_sums))
-        names = self.warp_feature_names
-        # parity quirk (extra_loss): the original indexes its reversed pred_layers with
-        # level + 1, so P4 goes through P4's output conv but P5 through P3's
-        convs = [self.backbone.fpn_output4, self.backbone.fpn_output3]
-        loss = feature_matching_loss(
-            [pred[n] for n in names],
-            [target[n] for n in names],
-            kind="cosine",
-            location="L+P",
-            output_convs=convs,
-            weight=self.loss_fm_weight,
-        )
-        return {"loss_fm": loss}
-
-    def flow_gt_losses(self, batched_inputs: List[Dict]) -> Dict[str, torch.Tensor]:
-        """``{"loss_flow": ...}``: the original's flow stage (``train_flow``, ``OpticalFlowLoss``):
-        the end-point error of the flow net's three levels (on the C3 laterals of the two frames)
-        against each input's ``"flow"``, (2, h, w) pixels from the current frame to
-        ``reference_image`` (the pair mapper's, at frame offset -1), in normalised units."""
-        images, references = self._pair_inputs(batched_inputs, ["reference_image", "flow"])
-        with torch.no_grad():
-            lateral = self.lateral_c3(self.bottom_up_to_c3(images))
-            key_lateral = self.lateral_c3(self.bottom_up_to_c3(references))
-        gt = torch.stack([x["flow"] for x in batched_inputs]).to(self.device, torch.float32)
-        # normalised units do not depend on the image size, so the S x S stretch leaves them
-        gt = pixel_flow_to_normalized(gt, flow_scale=self.warp_flow_scale)
-        flows = self.flow_net(lateral, key_lateral).flows
-        return {"loss_flow": multiscale_endpoint_error(flows, gt)}
+        return STAGE_LOSSES[self.train_stage](self, batched_inputs)
