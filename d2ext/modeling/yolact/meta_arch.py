@@ -199,7 +199,13 @@ class YOLACT(nn.Module):
         features, protos, deltas, logits, coeffs, anchors = self.forward_raw(images)
         if not self.training:
             return self.inference(batched_inputs, protos, deltas, logits, coeffs, anchors)
-        targets = [self._prepare_target(x, i) for i, x in enumerate(batched_inputs)]
+        return self.losses(
+            self.prepare_targets(batched_inputs), features, protos, deltas, logits, coeffs, anchors
+        )
+
+    def losses(self, targets, features, protos, deltas, logits, coeffs, anchors):
+        """YOLACT's training losses from :meth:`forward_raw`'s outputs (``features`` feed the
+        auxiliary semantic segmentation) and :meth:`prepare_targets`'s targets."""
         sem = (
             self.semantic_seg_conv(features[self.proto_in_feature])
             if self.semantic_seg_conv is not None
@@ -216,6 +222,12 @@ class YOLACT(nn.Module):
             self.input_size,
             self.mask_iou_net,
         )
+
+    def prepare_targets(
+        self, batched_inputs: List[Dict]
+    ) -> List[Dict[str, Optional[torch.Tensor]]]:
+        """Per input, the ground truth in the loss's form (boxes normalised to [0, 1])."""
+        return [self._prepare_target(x, i) for i, x in enumerate(batched_inputs)]
 
     def _prepare_target(self, x: Dict, i: int) -> Dict[str, Optional[torch.Tensor]]:
         name = x.get("file_name", f"batched_inputs[{i}]")

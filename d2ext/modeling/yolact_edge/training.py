@@ -157,23 +157,8 @@ def _detection_losses(
     model: "YolactEdge", targets: List[Dict], features: Dict[str, torch.Tensor], image_size
 ) -> Dict[str, torch.Tensor]:
     """YOLACT's losses (those of ``YOLACT.forward``) on FPN outputs ``p3..p7``."""
-    _, protos, deltas, logits, coeffs, anchors = model.forward_from_features(features, image_size)
-    sem = (
-        model.semantic_seg_conv(features[model.proto_in_feature])
-        if model.semantic_seg_conv is not None
-        else None
-    )
-    return model.loss(
-        anchors,
-        targets,
-        deltas,
-        logits,
-        coeffs,
-        protos,
-        sem,
-        model.input_size,
-        model.mask_iou_net,
-    )
+    features, *outputs = model.forward_from_features(features, image_size)
+    return model.losses(targets, features, *outputs)
 
 
 def joint_losses(model: "YolactEdge", batched_inputs: List[Dict]) -> Dict[str, torch.Tensor]:
@@ -208,7 +193,7 @@ def joint_losses(model: "YolactEdge", batched_inputs: List[Dict]) -> Dict[str, t
     with torch.no_grad():  # the frozen part: the original detaches its outputs
         key_sums, key_lateral = model.fpn_phase1(model.backbone.bottom_up(references))
         sums, lateral = model.fpn_phase1(model.backbone.bottom_up(images))
-    targets = [model._prepare_target(x, i) for i, x in enumerate(batched_inputs)]
+    targets = model.prepare_targets(batched_inputs)
     size = images.shape[-2:]
     losses = _detection_losses(model, targets, model.fpn_phase2(sums), size)
     warped = model.nonkey_phase1(lateral, model.warp_keyframe(lateral, key_lateral, key_sums))
