@@ -31,8 +31,9 @@ another size than the video, unknown video or category ids. Missing or unreadabl
 are reported when read (:class:`d2ext.data.SafeMapper`), as for D2's COCO loader.
 
 Per-frame metadata has ``evaluator_type="coco"`` (per-frame mask AP; D2's ``COCOEvaluator``
-converts the dicts, so no COCO ``json_file`` is set); per-clip ``"youtube_vis"`` (video AP).
-Both have ``youtube_vis_json``, ``image_root`` and ``flow_root``.
+converts the dicts, so no COCO ``json_file`` is set); per-clip ``"youtube_vis"`` (video AP, and
+with ``frame_dataset`` naming the per-frame dataset the frames' AP of the same pass). Both have
+``youtube_vis_json``, ``image_root`` and ``flow_root``.
 """
 
 import functools
@@ -230,18 +231,26 @@ def youtube_vis_metadata(
     image_root: str,
     flow_root: Optional[str] = None,
     clips: bool = False,
+    frame_dataset: Optional[str] = None,
 ) -> Dict:
     """D2 metadata of a YouTube-VIS dataset: COCO-style class names and id map (categories
-    sorted by id), the files, and the evaluator type (per-clip: video AP; per-frame: COCO)."""
+    sorted by id), the files, and the evaluator type (per-clip: video AP; per-frame: COCO).
+
+    ``frame_dataset`` (per-clip only): the name of the per-frame dataset of the same files; the
+    video evaluation adds that dataset's COCO AP of the frames as the video model predicted them
+    (``d2ext.evaluation.build``)."""
     from .datasets import coco_instances_metadata
 
-    return {
+    meta = {
         **coco_instances_metadata(categories),
         "youtube_vis_json": json_file,
         "image_root": image_root,
         "flow_root": flow_root,
         "evaluator_type": "youtube_vis" if clips else "coco",
     }
+    if clips and frame_dataset:
+        meta["frame_dataset"] = frame_dataset
+    return meta
 
 
 def _register(name: str, json_file: str, image_root: str, flow_root: Optional[str], clips: bool):
@@ -252,8 +261,10 @@ def _register(name: str, json_file: str, image_root: str, flow_root: Optional[st
     _require(image_root, f"{what} image root", is_dir=True)
     if flow_root is not None:
         _require(flow_root, f"{what} flow root", is_dir=True)
+    # the pairing of DATASETS.REGISTER (and of the synthetic builtins): "<x>_clips" and "<x>"
+    frame_dataset = name[: -len("_clips")] if clips and name.endswith("_clips") else None
     meta = youtube_vis_metadata(
-        _read_categories(json_file, what), json_file, image_root, flow_root, clips
+        _read_categories(json_file, what), json_file, image_root, flow_root, clips, frame_dataset
     )
     load = load_youtube_vis_clips if clips else load_youtube_vis_json
     DatasetCatalog.register(name, functools.partial(load, json_file, image_root, flow_root))
@@ -271,7 +282,9 @@ def register_youtube_vis(
 def register_youtube_vis_clips(
     name: str, json_file: str, image_root: str, flow_root: Optional[str] = None
 ) -> None:
-    """``youtube_vis_clips``: the per-clip dicts of the same files (video AP evaluation)."""
+    """``youtube_vis_clips``: the per-clip dicts of the same files (video AP evaluation). A name
+    ``<x>_clips`` pairs with the per-frame dataset ``<x>`` (metadata ``frame_dataset``): when
+    ``<x>`` is registered too, video evaluation adds the frames' COCO AP."""
     _register(name, json_file, image_root, flow_root, clips=True)
 
 

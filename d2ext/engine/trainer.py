@@ -1,6 +1,7 @@
 import contextlib
 import logging
 import os
+from collections import OrderedDict
 from typing import List
 
 import detectron2.engine.defaults as d2_defaults
@@ -14,6 +15,7 @@ from detectron2.data import (
     build_detection_train_loader,
 )
 from detectron2.engine import DefaultTrainer, default_setup
+from detectron2.evaluation import DatasetEvaluator
 from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
 from detectron2.utils.logger import setup_logger
 from torch.nn.parallel import DistributedDataParallel
@@ -29,6 +31,8 @@ from d2ext.data.build import build_test_time_mapper, is_top_down
 from d2ext.evaluation import build_evaluator
 from d2ext.utils.visualize import DEFAULT_CONFIDENCE, render_dataset_predictions
 
+from .video_inference import VideoClipMapper, VideoClipModel, is_clip_dataset
+
 logger = logging.getLogger(__name__)
 
 
@@ -42,14 +46,15 @@ def _prepare_datasets(cfg: CfgNode, names) -> None:
     """Register ``cfg.DATASETS.REGISTER``, generate the synthetic datasets among ``names`` if
     they are not on disk yet (the evaluators read their json files directly, so this happens
     before anything is built), and make loading them report bad records (unknown category
-    ids...) naming the image."""
+    ids...) naming the image. Per-clip dicts are not D2-format records (their frames are): their
+    loader (``d2ext.data.youtube_vis``) validates the json itself."""
     register_cfg_datasets(cfg)
     names = list(names)
     if cfg.D2EXT.SYNTHETIC.AUTO_GENERATE:
         from d2ext.data.synthetic import ensure_synthetic_generated
 
         ensure_synthetic_generated(names)
-    add_dataset_checks(names)
+    add_dataset_checks([n for n in names if not is_clip_dataset(n)])
 
 
 @contextlib.contextmanager
@@ -82,6 +87,9 @@ class Trainer(DefaultTrainer):
       at test time for mappers that set ``used_at_test_time`` (:meth:`build_test_mapper`);
     * datasets in ``DATASETS.REGISTER`` are registered, synthetic datasets named in
       ``DATASETS`` are generated on first use;
+    * per-clip datasets (``evaluator_type: "youtube_vis"``) in ``DATASETS.TEST`` are evaluated
+      clip by clip (:mod:`d2ext.engine.video_inference`: the clip mapper, the model run over
+      each video with its state carried, video AP plus the frames' COCO AP);
     * ``test``: after D2's evaluation, ``D2EXT.VIS_PERIOD_IMAGES`` > 0 draws the predictions on
       the first images of each test dataset (:meth:`visualize_predictions`);
     * bad data fails clearly: records are validated at load, an unreadable image is skipped
@@ -147,24 +155,64 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
+        """D2's test loader with :meth:`build_test_mapper`; one clip per item, every frame
+        mapped (:class:`VideoClipMapper`), for a per-clip dataset."""
         _prepare_datasets(cfg, [dataset_name])
-        return build_detection_test_loader(cfg, dataset_name, mapper=cls.build_test_mapper(cfg))
+        if is_clip_dataset(dataset_name):
+            mapper = VideoClipMapper(cfg)
+        else:
+            mapper = cls.build_test_mapper(cfg)
+        return build_detection_test_loader(cfg, dataset_name, mapper=mapper)
 
     @classmethod
     def test(cls, cfg, model, evaluators=None):
         """D2's ``DefaultTrainer.test``, then (main process, ``D2EXT.VIS_PERIOD_IMAGES`` > 0)
-        :meth:`visualize_predictions`."""
-        results = super().test(cfg, model, evaluators)
+        :meth:`visualize_predictions`.
+
+        With per-clip datasets among ``DATASETS.TEST``, D2's ``test`` runs once per dataset
+        (a config clone naming that dataset alone), on a per-clip dataset with the model wrapped
+        in :class:`VideoClipModel`; the results are D2's: one dict per dataset name, or the
+        dataset's own dict when there is one."""
+        register_cfg_datasets(cfg)  # is_clip_dataset reads the metadata
+        if any(is_clip_dataset(name) for name in cfg.DATASETS.TEST):
+            results = cls._test_per_dataset(cfg, model, evaluators)
+        else:
+            results = super().test(cfg, model, evaluators)
         num_images = cfg.D2EXT.VIS_PERIOD_IMAGES
         if num_images > 0 and comm.is_main_process():
             cls.visualize_predictions(cfg, model, num_images)
         return results
 
     @classmethod
+    def _test_per_dataset(cls, cfg, model, evaluators=None):
+        """D2's ``test`` on each dataset alone (see :meth:`test`), with D2's checks and return
+        convention."""
+        names = list(cfg.DATASETS.TEST)
+        if isinstance(evaluators, DatasetEvaluator):
+            evaluators = [evaluators]
+        if evaluators is not None and len(evaluators) != len(names):
+            raise ValueError(
+                f"Trainer.test: {len(evaluators)} evaluators for the {len(names)} datasets of "
+                f"DATASETS.TEST {tuple(names)}"
+            )
+        results = OrderedDict()
+        for idx, name in enumerate(names):
+            one = cfg.clone()
+            one.defrost()
+            one.DATASETS.TEST = (name,)
+            one.freeze()
+            runner = VideoClipModel(model) if is_clip_dataset(name) else model
+            evaluator = None if evaluators is None else [evaluators[idx]]
+            results[name] = super().test(one, runner, evaluator)
+        return list(results.values())[0] if len(results) == 1 else results
+
+    @classmethod
     def visualize_predictions(cls, cfg, model, num_images: int) -> List[str]:
         """Draw ``model``'s predictions on the first ``num_images`` images of each dataset in
         ``cfg.DATASETS.TEST`` with D2's Visualizer into ``OUTPUT_DIR/vis/<dataset>/<image
-        stem>.png``; returns the written paths."""
+        stem>.png``; returns the written paths. Per-clip datasets are skipped (a frame drawn
+        from a per-image pass would not show the video schedule's prediction; ``tools/demo.py
+        --video`` draws videos)."""
         if isinstance(model, DistributedDataParallel):
             model = model.module  # this process alone: no collective forward
         mapper = cls.build_test_mapper(cfg)
@@ -173,6 +221,9 @@ class Trainer(DefaultTrainer):
         confidence = 0.0 if top_down else DEFAULT_CONFIDENCE
         paths = []
         for name in cfg.DATASETS.TEST:
+            if is_clip_dataset(name):
+                logger.info("Not drawing %s: a per-clip (video) dataset", name)
+                continue
             _prepare_datasets(cfg, [name])
             out_dir = os.path.join(cfg.OUTPUT_DIR, "vis", name)
             dicts = DatasetCatalog.get(name)[:num_images]

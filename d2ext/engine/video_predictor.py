@@ -20,7 +20,7 @@ the frame) until :meth:`VideoPredictor.reset` starts a new video. Silently start
 restart the track ids and the model's state mid-video, which a caller should decide on.
 """
 
-from typing import Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -32,7 +32,7 @@ from d2ext.modeling.common.tracking import Tracker
 
 from .predictor import image_in_format
 
-__all__ = ["VideoPredictor", "has_video_state"]
+__all__ = ["VideoPredictor", "has_video_state", "predict_frames"]
 
 
 def has_video_state(model: torch.nn.Module) -> bool:
@@ -40,6 +40,47 @@ def has_video_state(model: torch.nn.Module) -> bool:
     return callable(getattr(model, "init_video_state", None)) and callable(
         getattr(model, "forward_video", None)
     )
+
+
+@torch.no_grad()
+def predict_frames(
+    model: torch.nn.Module, frames: List[Dict], state: Any, tracker: Tracker, *, who: str
+) -> Tuple[List[Dict], Any]:
+    """One forward over consecutive frames of one video, then their track ids: the step that
+    :class:`VideoPredictor` and :mod:`d2ext.engine.video_inference` (video evaluation) share.
+
+    Args:
+        model: a D2 model in eval mode (not DDP-wrapped). With the video protocol
+            (:func:`has_video_state`) the frames go through ``forward_video`` with ``state``
+            threaded through; any other model gets them as one batch.
+        frames: D2 input dicts of consecutive frames (``"image"``, ``"height"``, ``"width"``,
+            ``"frame_idx"``), in order.
+        state: the model's video state before ``frames`` (None for a model without it).
+        tracker: the video's :class:`Tracker`; sets ``pred_track_ids`` on each frame's
+            ``instances`` unless the model set them itself (a model with a track head).
+        who: names the caller in errors.
+
+    Returns:
+        (one output dict per frame, with ``"instances"``; the state after the frames).
+    """
+    if has_video_state(model):
+        outputs, state = model.forward_video(frames, state)
+    else:
+        outputs = model(frames)
+    if len(outputs) != len(frames):
+        raise ValueError(
+            f"{who}: {type(model).__name__} returned {len(outputs)} outputs for {len(frames)} "
+            f"frames"
+        )
+    for x, out in zip(frames, outputs):
+        if "instances" not in out:
+            raise ValueError(
+                f"{who} needs instance predictions; {type(model).__name__} returned "
+                f"{sorted(out)} for frame {x['frame_idx']}"
+            )
+        if not out["instances"].has("pred_track_ids"):
+            tracker.update(out["instances"])
+    return outputs, state
 
 
 class VideoPredictor:
@@ -130,29 +171,11 @@ class VideoPredictor:
         self.frame_index += 1
         return inputs
 
-    @torch.no_grad()
-    def _forward(self, batch: List[Dict]) -> List[Dict]:
-        if self.stateful:
-            outputs, self.state = self.model.forward_video(batch, self.state)
-        else:
-            outputs = self.model(batch)
-        if len(outputs) != len(batch):
-            raise ValueError(
-                f"{type(self.model).__name__} returned {len(outputs)} outputs for {len(batch)} "
-                f"frames"
-            )
-        return outputs
-
     def _predict(self, batch: List[Dict]) -> Iterator[Instances]:
         if not batch:
             return
-        for x, out in zip(batch, self._forward(batch)):
-            if "instances" not in out:
-                raise ValueError(
-                    f"VideoPredictor needs instance predictions; {type(self.model).__name__} "
-                    f"returned {sorted(out)} for frame {x['frame_idx']}"
-                )
-            instances = out["instances"]
-            if not instances.has("pred_track_ids"):
-                self.tracker.update(instances)
-            yield instances
+        outputs, self.state = predict_frames(
+            self.model, batch, self.state, self.tracker, who="VideoPredictor"
+        )
+        for out in outputs:
+            yield out["instances"]

@@ -1,10 +1,11 @@
 """The evaluator dispatch of ``tools/train_net.py``: one table entry per ``evaluator_type``."""
 
+import logging
 import os
 from typing import Callable, Dict, List, Optional
 
 from detectron2.config import CfgNode
-from detectron2.data import MetadataCatalog
+from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import (
     COCOEvaluator,
     COCOPanopticEvaluator,
@@ -15,6 +16,7 @@ from detectron2.evaluation import (
 
 from d2ext.data.build import is_top_down
 
+from .clip_frames import ClipFramesEvaluator
 from .coco_evaluation import FastCOCOEvaluator
 from .densepose_evaluation import DensePoseEvaluator
 from .landmark_evaluation import LandmarkEvaluator
@@ -23,6 +25,8 @@ from .video_ap import VideoAPEvaluator
 from .widerface_evaluation import WiderFaceEvaluator
 
 __all__ = ["EVALUATOR_BUILDERS", "build_evaluator"]
+
+logger = logging.getLogger(__name__)
 
 # (cfg, dataset name, output folder) -> the evaluators of one dataset, in the order they run
 EvaluatorBuilder = Callable[[CfgNode, str, str], List[DatasetEvaluator]]
@@ -96,8 +100,37 @@ def _densepose_evaluators(
 def _youtube_vis_evaluators(
     cfg: CfgNode, dataset_name: str, output_folder: str
 ) -> List[DatasetEvaluator]:
-    """YouTube-VIS video AP / AR of tracks on a per-clip dataset (the official ytvoseval)."""
-    return [VideoAPEvaluator(dataset_name, output_dir=output_folder)]
+    """YouTube-VIS video AP / AR of tracks on a per-clip dataset (the official ytvoseval,
+    ``"segm_vis"``), and when its metadata names its per-frame dataset (``frame_dataset``) the
+    COCO box / mask AP of the frames as the model predicted them clip by clip (``"bbox"``,
+    ``"segm"``; :class:`ClipFramesEvaluator` around :func:`_coco_evaluators` of that dataset)."""
+    evaluators: List[DatasetEvaluator] = [VideoAPEvaluator(dataset_name, output_dir=output_folder)]
+    frame_dataset = MetadataCatalog.get(dataset_name).get("frame_dataset", None)
+    if frame_dataset and _frame_dataset_usable(dataset_name, frame_dataset):
+        coco = _coco_evaluators(cfg, frame_dataset, output_folder)
+        evaluators += [ClipFramesEvaluator(e) for e in coco]
+    return evaluators
+
+
+def _frame_dataset_usable(dataset_name: str, frame_dataset: str) -> bool:
+    """Whether the per-frame dataset named by a per-clip dataset's metadata is registered (else
+    a warning: video AP only); it must read the same YouTube-VIS json, since frame image ids are
+    only shared within one json."""
+    if frame_dataset not in DatasetCatalog.list():
+        logger.warning(
+            f"{dataset_name}: no per-frame AP, its per-frame dataset {frame_dataset!r} "
+            f"(metadata frame_dataset) is not registered; register it (format youtube_vis, the "
+            f"same files) for the frames' COCO AP"
+        )
+        return False
+    clip_json = MetadataCatalog.get(dataset_name).get("youtube_vis_json", None)
+    frame_json = MetadataCatalog.get(frame_dataset).get("youtube_vis_json", None)
+    if clip_json != frame_json:
+        raise ValueError(
+            f"dataset {dataset_name!r} reads {clip_json!r} but its frame_dataset "
+            f"{frame_dataset!r} reads {frame_json!r}: the frames' image ids would not match"
+        )
+    return True
 
 
 # MetadataCatalog ``evaluator_type`` -> builder. A new kind of dataset is one entry here.

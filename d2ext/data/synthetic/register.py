@@ -370,7 +370,8 @@ def register_synthetic_videos(
     """Register synthetic videos (``videos.py``) generated in ``<root>/synth_videos/<name>/`` on
     first use as YouTube-VIS (``instances.json``, ``JPEGImages/``) + exact flow (``Flow/``),
     loaded by :mod:`d2ext.data.youtube_vis` under two names: ``name`` (per-frame D2 dicts, with
-    ``flow_file``) and ``name + "_clips"`` (one dict per video)."""
+    ``flow_file``) and ``name + "_clips"`` (one dict per video; metadata ``frame_dataset=name``,
+    so its video evaluation adds the frames' COCO AP)."""
     spec = SyntheticSpec("videos", num_videos, tuple(image_size), seed, max_objects, num_frames)
     out_dir = os.path.abspath(os.path.join(root or synthetic_root(), "synth_videos", name))
     if _prepare(name, spec, out_dir):
@@ -382,7 +383,8 @@ def register_synthetic_videos(
             (name + "_clips", load_youtube_vis_clips, True),
         ):
             DatasetCatalog.register(n, functools.partial(load, *paths))
-            MetadataCatalog.get(n).set(**youtube_vis_metadata(categories, *paths, clips=clips))
+            meta = youtube_vis_metadata(categories, *paths, clips=clips, frame_dataset=name)
+            MetadataCatalog.get(n).set(**meta)
         _make_lazy((name, name + "_clips"), spec, out_dir, checked=(name,))
     return spec
 
