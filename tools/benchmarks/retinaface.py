@@ -26,6 +26,11 @@ retinaface``, README there; random init with BN statistics) converted by
 ``convert_official_retinaface_state_dict``, on its image; they give the full 750 detections, so
 both NMS run at their worst. Without the fixture the case runs with seeded random weights on a
 random image and says so in "extra".
+
+Row 3, only with ``D2EXT_BENCH_RETINAFACE_TRAINED=<checkpoint>`` (a ``tools/train_net.py`` output
+of ``configs/RetinaFace/retinaface_mnet025_synth.yaml``): row 2 with those trained weights on the
+first 8 ``synth_face_scenes_val`` images resized to VGA, where the scores cut the candidates and
+NMS no longer dominates.
 """
 
 import copy
@@ -178,6 +183,80 @@ def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a - b).abs().max().item() if a.numel() else 0.0
 
 
+def _batched_row(model, images, device, quick, warmup, note) -> BenchRow:
+    """``len(images)`` (3, H, W) uint8 images in one forward vs one at a time (same detections
+    required first)."""
+    on_gpu = str(device).startswith("cuda")
+    inputs = [{"image": v} for v in images]
+
+    def batched():
+        with torch.no_grad():
+            return model(inputs)
+
+    def one_at_a_time():
+        with torch.no_grad():
+            return [model([x])[0] for x in inputs]
+
+    counts, worst = [], 0.0
+    for i, (b, s) in enumerate(zip(batched(), one_at_a_time())):
+        (bb, bs, bp), (sb, ss, sp) = _outputs(b), _outputs(s)
+        if len(bb) != len(sb):
+            raise AssertionError(
+                f"retinaface_vga: image {i} gives {len(bb)} detections batched, {len(sb)} alone"
+            )
+        worst = max(worst, _max_diff(bb, sb), _max_diff(bp, sp), _max_diff(bs, ss))
+        counts.append(len(bb))
+    if worst > 1e-3:
+        raise AssertionError(f"retinaface_vga: batched vs one at a time differ by {worst:.2e}")
+    iters = 1 if quick else (20 if on_gpu else 5)
+    t_single = time_fn(one_at_a_time, warmup=warmup, iters=iters, device=device)
+    t_batch = time_fn(batched, warmup=warmup, iters=iters, device=device)
+    n = len(inputs)
+    extra = {
+        "images/s batched/single": f"{n / t_batch:.1f}/{n / t_single:.1f}",
+        "detections/image": f"{min(counts)}-{max(counts)}",
+        "max |diff|": f"{worst:.1e}",
+    }
+    return BenchRow(
+        name=f"mnet0.25 {WIDTH}x{HEIGHT}, {n} images in one forward",
+        anchor=f"ours, the same {n} images one at a time",
+        anchor_s=t_single,
+        ours_s=t_batch,
+        target=1.3,
+        extra=dict(extra, **({"weights": note} if note else {})),
+    )
+
+
+def _trained_model_and_images(weights: str, device: str) -> Tuple[torch.nn.Module, List]:
+    """The RetinaFace of ``configs/RetinaFace/retinaface_mnet025_synth.yaml`` with a trained
+    checkpoint (``tools/train_net.py`` output) and the first ``BATCH`` images of
+    ``synth_face_scenes_val`` resized to VGA: a trained model keeps only the candidates its
+    scores pass, so this measures what batching gives once NMS no longer dominates."""
+    import cv2
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.data import DatasetCatalog
+
+    from d2ext.data.synthetic import ensure_synthetic_generated
+
+    if not os.path.isfile(weights):
+        raise FileNotFoundError(f"D2EXT_BENCH_RETINAFACE_TRAINED={weights!r} is not a file")
+    cfg = get_cfg()
+    add_d2ext_config(cfg)
+    config = os.path.join(_REPO, "configs", "RetinaFace", "retinaface_mnet025_synth.yaml")
+    cfg.merge_from_file(config)
+    cfg.MODEL.DEVICE = device
+    cfg.MODEL.RETINAFACE.TOPK_CANDIDATES_TEST = TOP_K
+    cfg.MODEL.RETINAFACE.DETECTIONS_PER_IMAGE = KEEP_TOP_K
+    model = build_model(cfg).eval()
+    DetectionCheckpointer(model).load(weights)
+    ensure_synthetic_generated(["synth_face_scenes_val"])
+    images = []
+    for d in DatasetCatalog.get("synth_face_scenes_val")[:BATCH]:
+        bgr = cv2.resize(cv2.imread(d["file_name"]), (WIDTH, HEIGHT))
+        images.append(torch.from_numpy(bgr).permute(2, 0, 1).contiguous().to(device))
+    return model, images
+
+
 @register_benchmark("retinaface_vga")
 def bench_retinaface_vga(device: str, quick: bool) -> List[BenchRow]:
     """RetinaFace mnet0.25 VGA end to end vs detect.py's way; 8 images batched vs one at a time."""
@@ -231,43 +310,10 @@ def bench_retinaface_vga(device: str, quick: bool) -> List[BenchRow]:
     # --- row 2: 8 images in one forward vs one at a time ---
     variants = [chw, chw.flip(2), chw.flip(1), chw.flip(1, 2)]
     variants += [v.roll((HEIGHT // 3, WIDTH // 4), dims=(1, 2)) for v in variants]
-    inputs = [{"image": v} for v in variants[:BATCH]]
-
-    def batched():
-        with torch.no_grad():
-            return model(inputs)
-
-    def one_at_a_time():
-        with torch.no_grad():
-            return [model([x])[0] for x in inputs]
-
-    counts, worst = [], 0.0
-    for i, (b, s) in enumerate(zip(batched(), one_at_a_time())):
-        (bb, bs, bp), (sb, ss, sp) = _outputs(b), _outputs(s)
-        if len(bb) != len(sb):
-            raise AssertionError(
-                f"retinaface_vga: image {i} gives {len(bb)} detections batched, {len(sb)} alone"
-            )
-        worst = max(worst, _max_diff(bb, sb), _max_diff(bp, sp), _max_diff(bs, ss))
-        counts.append(len(bb))
-    if worst > 1e-3:
-        raise AssertionError(f"retinaface_vga: batched vs one at a time differ by {worst:.2e}")
-    iters = 1 if quick else (20 if on_gpu else 5)
-    t_single = time_fn(one_at_a_time, warmup=warmup, iters=iters, device=device)
-    t_batch = time_fn(batched, warmup=warmup, iters=iters, device=device)
-    extra = {
-        "images/s batched/single": f"{BATCH / t_batch:.1f}/{BATCH / t_single:.1f}",
-        "detections/image": f"{min(counts)}-{max(counts)}",
-        "max |diff|": f"{worst:.1e}",
-    }
-    rows.append(
-        BenchRow(
-            name=f"mnet0.25 {WIDTH}x{HEIGHT}, {BATCH} images in one forward",
-            anchor=f"ours, the same {BATCH} images one at a time",
-            anchor_s=t_single,
-            ours_s=t_batch,
-            target=1.3,
-            extra=dict(extra, **({"weights": note} if note else {})),
-        )
-    )
+    rows.append(_batched_row(model, variants[:BATCH], device, quick, warmup, note))
+    # --- row 3 (D2EXT_BENCH_RETINAFACE_TRAINED set): the same with trained weights ---
+    trained = os.environ.get("D2EXT_BENCH_RETINAFACE_TRAINED", "")
+    if trained:
+        model, images = _trained_model_and_images(trained, device)
+        rows.append(_batched_row(model, images, device, quick, warmup, f"trained: {trained}"))
     return rows
