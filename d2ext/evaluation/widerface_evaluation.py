@@ -150,7 +150,8 @@ class WiderFaceEvaluator(DatasetEvaluator):
         gt_images = self._ground_truth(by_key)
         detections = {k: np.column_stack([p["boxes"], p["scores"]]) for k, p in by_key.items()}
         aps = evaluate_wider(detections, gt_images, iou_threshold=self._iou_threshold)
-        res = OrderedDict((f"AP-{s}", 100 * ap) for s, ap in aps.items())
+        # "AP_easy", not "AP-easy": D2's print_csv_format drops keys with "-" (per-category APs)
+        res = OrderedDict((f"AP_{s}", 100 * ap) for s, ap in aps.items())
         if any(p["keypoints"] is not None for p in predictions):
             res["NME"] = self._nme(by_key)
         logger.info(

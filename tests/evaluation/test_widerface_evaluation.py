@@ -360,8 +360,8 @@ def test_evaluator_from_dataset_dicts(register, distributed):
         _output([], []),
     ]
     res = _run(WiderFaceEvaluator(name, distributed=distributed), dicts, outputs)["widerface"]
-    assert list(res) == ["AP-all", "NME"]
-    assert res["AP-all"] == pytest.approx(100 * 5 / 9, abs=1e-12)
+    assert list(res) == ["AP_all", "NME"]
+    assert res["AP_all"] == pytest.approx(100 * 5 / 9, abs=1e-12)
     assert res["NME"] == pytest.approx(25.0, abs=1e-5)
     # a detector without landmarks (stock RetinaNet): no NME
     plain = [
@@ -374,7 +374,7 @@ def test_evaluator_from_dataset_dicts(register, distributed):
         for o in outputs
     ]
     res = _run(WiderFaceEvaluator(name, distributed=distributed), dicts, plain)["widerface"]
-    assert list(res) == ["AP-all"] and res["AP-all"] == pytest.approx(100 * 5 / 9, abs=1e-12)
+    assert list(res) == ["AP_all"] and res["AP_all"] == pytest.approx(100 * 5 / 9, abs=1e-12)
 
 
 def _real_subset_run(real_gt, events, seed=0):
@@ -407,13 +407,13 @@ def test_evaluator_equals_official_input_function(real_gt, real_gt_dir, register
     name = register("wider_eval_real", dicts, wider_gt_dir=real_gt_dir)
     res = _run(WiderFaceEvaluator(name, output_dir=str(tmp_path / "out")), dicts, outputs)
     res = res["widerface"]
-    assert list(res) == ["AP-easy", "AP-medium", "AP-hard", "NME"]
+    assert list(res) == ["AP_easy", "AP_medium", "AP_hard", "NME"]
     write_wider_gt_mats(str(tmp_path / "gt"), images)
     official = evaluate_wider_official(
         str(tmp_path / "out" / "widerface_txt"), str(tmp_path / "gt")
     )
-    assert {s: res[f"AP-{s}"] for s in SUBSETS} == {s: 100 * official[s] for s in SUBSETS}
-    assert all(0 < res[f"AP-{s}"] < 100 for s in SUBSETS)
+    assert {s: res[f"AP_{s}"] for s in SUBSETS} == {s: 100 * official[s] for s in SUBSETS}
+    assert all(0 < res[f"AP_{s}"] < 100 for s in SUBSETS)
     assert np.isfinite(res["NME"]) and res["NME"] > 0
     assert len(os.listdir(tmp_path / "out" / "widerface_txt" / "1--Handshaking")) == sum(
         g["event"] == "1--Handshaking" for g in images
