@@ -43,7 +43,8 @@ dataloader.train.mapper = L(YOLACTDatasetMapper)(
     # configs/YOLACT/yolact_lazy_common.py does
     augmentations=[
         L(T.ResizeScale)(min_scale=0.75, max_scale=1.25, target_height=256, target_width=256),
-        L(T.FixedSizeCrop)(crop_size=(256, 256), pad=True, pad_value=127.5),
+        # masks padded with 0 (FixedSizeCrop's default 255 would mark a bitmask's padding)
+        L(T.FixedSizeCrop)(crop_size=(256, 256), pad=True, pad_value=127.5, seg_pad_value=0),
         L(T.RandomFlip)(horizontal=True),
         L(T.Resize)(shape=(256, 256)),
     ],

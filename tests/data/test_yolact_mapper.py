@@ -4,6 +4,7 @@ augmentation and D2's scale jitter, each checked on the annotations it hands the
 import copy
 
 import numpy as np
+import pycocotools.mask as mask_util
 import pytest
 import torch
 from detectron2.config import get_cfg
@@ -57,8 +58,9 @@ def test_dataset_mapper_stretch_and_crowd(tmp_path):
     assert all(torch.isfinite(v) for v in losses.values())
 
 
-def _shapes_image(tmp_path, h=120, w=160):
-    """A flat image with three rectangles (polygons) and their annotations."""
+def _shapes_image(tmp_path, h=120, w=160, rle=False):
+    """A flat image with three rectangles and their annotations (polygons, or compressed RLE
+    as the YouTube-VIS loader gives them)."""
     img = np.full((h, w, 3), 90, np.uint8)
     rects = [(10, 10, 50, 40), (70, 30, 140, 100), (20, 70, 45, 110)]
     anns = []
@@ -73,6 +75,10 @@ def _shapes_image(tmp_path, h=120, w=160):
                 "segmentation": [[x1, y1, x2, y1, x2, y2, x1, y2]],
             }
         )
+        if rle:
+            mask = np.zeros((h, w), np.uint8, order="F")
+            mask[y1:y2, x1:x2] = 1
+            anns[-1]["segmentation"] = mask_util.encode(mask)
     path = str(tmp_path / "shapes.png")
     Image.fromarray(img).save(path)
     return {"file_name": path, "height": h, "width": w, "image_id": 0, "annotations": anns}
@@ -114,10 +120,12 @@ def test_ssd_augmentation_keeps_boxes_masks_and_images_consistent(tmp_path):
     assert len(means) > 10  # photometric distortion and zoom-out change the pixels
 
 
-def test_scale_jitter_rescales_objects_and_keeps_annotations_consistent(tmp_path):
+@pytest.mark.parametrize("rle", [False, True])
+def test_scale_jitter_rescales_objects_and_keeps_annotations_consistent(tmp_path, rle):
     """MODEL.YOLACT.SCALE_JITTER: D2's ResizeScale + FixedSizeCrop before the S x S stretch;
-    objects change size, boxes stay tight around their masks, the padding is the mean pixel."""
-    record = _shapes_image(tmp_path)
+    objects change size, boxes stay tight around their masks (bitmasks from RLE too: their
+    padding stays background), the padding is the mean pixel."""
+    record = _shapes_image(tmp_path, rle=rle)
     cfg = tiny_cfg(size=96)
     cfg.INPUT.RANDOM_FLIP = "none"
     cfg.MODEL.YOLACT.SCALE_JITTER = [0.5, 1.5]

@@ -31,7 +31,9 @@ def build_scale_jitter(
 ) -> List[T.Augmentation]:
     """``MODEL.YOLACT.SCALE_JITTER``: D2's ResizeScale to ``size`` x ``size`` by a random factor
     in ``scale_range`` (aspect kept), then FixedSizeCrop back to ``size`` x ``size``, padded
-    with the mean pixel."""
+    with the mean pixel. Masks are padded with 0: FixedSizeCrop's default ``seg_pad_value=255``
+    (meant for semantic-segmentation ignore labels) would turn the padding of every bitmask
+    (RLE annotations: YouTube-VIS, COCO crowds) into object pixels."""
     if len(scale_range) != 2 or not 0 < float(scale_range[0]) <= float(scale_range[1]):
         raise ValueError(
             f"MODEL.YOLACT.SCALE_JITTER must be (min, max) with 0 < min <= max, got {tuple(scale_range)}"
@@ -39,7 +41,9 @@ def build_scale_jitter(
     lo, hi = float(scale_range[0]), float(scale_range[1])
     return [
         T.ResizeScale(lo, hi, size, size),
-        T.FixedSizeCrop((size, size), pad=True, pad_value=float(np.mean(pixel_mean))),
+        T.FixedSizeCrop(
+            (size, size), pad=True, pad_value=float(np.mean(pixel_mean)), seg_pad_value=0
+        ),
     ]
 
 
