@@ -9,6 +9,7 @@ from .hourglass_keypoint_head import add_hourglass_keypoint_head_config
 from .postprocess import add_postprocess_config
 from .retinaface import add_retinaface_config
 from .upsnet import add_upsnet_config
+from .vpsnet import add_vpsnet_config
 from .yolact import add_yolact_config
 from .yolact_edge import add_yolact_edge_config
 
@@ -21,6 +22,7 @@ __all__ = [
     "add_postprocess_config",
     "add_retinaface_config",
     "add_upsnet_config",
+    "add_vpsnet_config",
     "add_yolact_config",
     "add_yolact_edge_config",
 ]

@@ -7,6 +7,7 @@ from .hourglass_keypoint_head import add_hourglass_keypoint_head_config
 from .postprocess import add_postprocess_config
 from .retinaface import add_retinaface_config
 from .upsnet import add_upsnet_config
+from .vpsnet import add_vpsnet_config
 from .yolact import add_yolact_config
 from .yolact_edge import add_yolact_edge_config
 
@@ -23,6 +24,7 @@ def add_d2ext_config(cfg: CfgNode) -> CfgNode:
     add_yolact_config(cfg)
     add_yolact_edge_config(cfg)
     add_upsnet_config(cfg)
+    add_vpsnet_config(cfg)
     add_hourglass_config(cfg)
     add_hourglass_keypoint_head_config(cfg)
     add_retinaface_config(cfg)
