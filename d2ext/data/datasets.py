@@ -33,6 +33,13 @@ format              entry
                     the ``JPEGImages`` folder; ``flow_root``: ``<video>/<frame>.npy`` flows.
                     Format ``youtube_vis_clips`` takes the same paths and gives one dict per
                     video (``evaluator_type="youtube_vis"``); see ``d2ext.data.youtube_vis``
+``cityscapes_vps``  ``(name, "cityscapes_vps", panoptic_gt_json, image_root[, panoptic_root])``:
+                    Cityscapes-VPS video panoptic segmentation (``panoptic_gt_<split>_city_
+                    vps.json``, ``<split>/img``; ``panoptic_root`` defaults to the
+                    ``panoptic_video`` folder beside ``image_root``), one dict per annotated
+                    frame with ``video_id``, ``frame_idx``, ``pan_seg_file_name``,
+                    ``segments_info`` (``evaluator_type="cityscapes_vps"``: VPQ); see
+                    ``d2ext.data.cityscapes_vps``
 ==================  =======================================================================
 
 From the command line::
@@ -60,6 +67,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances, register_coco_panoptic
 
+from .cityscapes_vps import register_cityscapes_vps
 from .densepose_coco import register_densepose_coco
 from .ibug_pts import register_ibug_pts
 from .wider_face import register_wider_bbx, register_wider_face
@@ -204,6 +212,7 @@ DATASET_FORMATS: Dict[str, Callable[..., None]] = {
     "densepose_coco": register_densepose_coco,
     "youtube_vis": register_youtube_vis,
     "youtube_vis_clips": register_youtube_vis_clips,
+    "cityscapes_vps": register_cityscapes_vps,
 }
 
 # name -> the normalized entry it was registered with (makes re-registration a no-op)

@@ -15,11 +15,17 @@
   GPS-style similarity measured in the UV charts, ``GPS_uv``).
 * :class:`VideoAPEvaluator`: YouTube-VIS video AP / AR@1/10 of tracks over spatio-temporal
   mask IoU, as the official ``ytvoseval`` (:func:`video_mask_iou`; per-frame ``Instances`` with
-  track ids -> tracks: :func:`instances_to_tracks`).
+  track ids -> tracks: :func:`instances_to_tracks`); :class:`ClipFramesEvaluator`: the COCO
+  AP of the frames of per-clip video datasets, as the video schedule produced them.
+* :func:`vpq_compute`: Video Panoptic Quality (VPQ at k = 0/5/10/15, their mean, All /
+  Things / Stuff) and ID switches of a Cityscapes-VPS submission folder, the numbers of the
+  official ``tools/eval_vpq.py`` (:mod:`.vpq`); :class:`VPQEvaluator`: the same from per-frame
+  ``panoptic_seg`` outputs with track ids, in memory (``evaluator_type: "cityscapes_vps"``).
 * :func:`build_evaluator`: ``evaluator_type`` -> evaluators, one table entry per type.
 """
 
 from .build import build_evaluator
+from .clip_frames import ClipFramesEvaluator
 from .coco_evaluation import COCOEvalInputError, FastCOCOEvaluator, instances_to_coco_json_fast
 from .densepose_evaluation import DensePoseEvaluator
 from .landmark_evaluation import LandmarkEvaluator
@@ -28,6 +34,8 @@ from .panoptic_png import read_panoptic_png
 from .panoptic_quality import PQStatFast, panoptic_image_stats, pq_compute_fast
 from .rle import encode_masks
 from .video_ap import VideoAPEvaluator, instances_to_tracks, video_mask_iou
+from .vpq import vpq_compute
+from .vpq_evaluation import VPQEvaluator
 from .widerface_evaluation import (
     WiderFaceEvaluator,
     evaluate_wider,
@@ -37,6 +45,7 @@ from .widerface_evaluation import (
 
 __all__ = [
     "build_evaluator",
+    "ClipFramesEvaluator",
     "COCOEvalInputError",
     "DensePoseEvaluator",
     "encode_masks",
@@ -51,6 +60,8 @@ __all__ = [
     "read_panoptic_png",
     "video_mask_iou",
     "VideoAPEvaluator",
+    "vpq_compute",
+    "VPQEvaluator",
     "evaluate_wider",
     "evaluate_wider_official",
     "WiderFaceEvaluator",

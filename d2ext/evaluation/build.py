@@ -22,6 +22,7 @@ from .densepose_evaluation import DensePoseEvaluator
 from .landmark_evaluation import LandmarkEvaluator
 from .panoptic_evaluation import FastCOCOPanopticEvaluator
 from .video_ap import VideoAPEvaluator
+from .vpq_evaluation import VPQEvaluator
 from .widerface_evaluation import WiderFaceEvaluator
 
 __all__ = ["EVALUATOR_BUILDERS", "build_evaluator"]
@@ -133,6 +134,15 @@ def _frame_dataset_usable(dataset_name: str, frame_dataset: str) -> bool:
     return True
 
 
+def _cityscapes_vps_evaluators(
+    cfg: CfgNode, dataset_name: str, output_folder: str
+) -> List[DatasetEvaluator]:
+    """Video panoptic quality (VPQ at k = 0/5/10/15 and their mean, the official
+    ``eval_vpq.py``'s numbers) and ID switches of per-frame ``panoptic_seg`` outputs whose thing
+    ids are track ids."""
+    return [VPQEvaluator(dataset_name, output_dir=output_folder)]
+
+
 # MetadataCatalog ``evaluator_type`` -> builder. A new kind of dataset is one entry here.
 EVALUATOR_BUILDERS: Dict[str, EvaluatorBuilder] = {
     "coco": _coco_evaluators,
@@ -142,6 +152,7 @@ EVALUATOR_BUILDERS: Dict[str, EvaluatorBuilder] = {
     "widerface": _widerface_evaluators,
     "densepose": _densepose_evaluators,
     "youtube_vis": _youtube_vis_evaluators,
+    "cityscapes_vps": _cityscapes_vps_evaluators,
 }
 
 

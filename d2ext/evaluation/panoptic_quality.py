@@ -38,8 +38,10 @@ from d2ext.layers import eval_ops_compiled, id_pair_counts
 __all__ = [
     "OFFSET",
     "VOID",
+    "PanopticImageMatches",
     "PanopticImageStats",
     "PQStatFast",
+    "panoptic_image_matches",
     "panoptic_image_stats",
     "pq_compute_fast",
 ]
@@ -58,6 +60,14 @@ class PanopticImageStats(NamedTuple):
     tp: np.ndarray  # (M,) int64
     fp: np.ndarray  # (M,) int64
     fn: np.ndarray  # (M,) int64
+
+
+class PanopticImageMatches(NamedTuple):
+    """PQ counts of one image and the matched segment pairs behind its TPs."""
+
+    stats: PanopticImageStats
+    gt_id: np.ndarray  # (K,) int64, the matched gt segment ids
+    pred_id: np.ndarray  # (K,) int64, the predicted segment id matched to each
 
 
 def _segments_by_id(segments: Iterable[dict], image_id, what: str) -> Dict[int, dict]:
@@ -145,7 +155,26 @@ def panoptic_image_stats(
     categories: Dict[int, dict],
     image_id=None,
 ) -> PanopticImageStats:
-    """TP/FP/FN/IoU-sum per category of one image, by panopticapi's rules (module doc).
+    """TP/FP/FN/IoU-sum per category of one image, by panopticapi's rules (module doc);
+    arguments as :func:`panoptic_image_matches`."""
+    return panoptic_image_matches(
+        gt_id_map, gt_segments, pred_id_map, pred_segments, categories, image_id
+    ).stats
+
+
+def panoptic_image_matches(
+    gt_id_map: np.ndarray,
+    gt_segments: List[dict],
+    pred_id_map: np.ndarray,
+    pred_segments: List[dict],
+    categories: Dict[int, dict],
+    image_id=None,
+) -> PanopticImageMatches:
+    """:func:`panoptic_image_stats` plus the matched (gt id, predicted id) pairs.
+
+    An id map may be several frames stacked (``(T * H, W)``) with the segments of the
+    ``T`` frames merged per id (gt areas summed): the counts are then those of the tubes, as
+    VPQ scores them (:mod:`d2ext.evaluation.vpq`).
 
     Args:
         gt_id_map, pred_id_map: (H, W) integer segment ids (``rgb2id`` of the PNGs), 0 = VOID.
@@ -217,13 +246,14 @@ def panoptic_image_stats(
     uniq, inv = np.unique(cats, return_inverse=True)
     n_tp, n_fp = g.size, int(fp.sum())
     m = uniq.size
-    return PanopticImageStats(
+    stats = PanopticImageStats(
         category_id=uniq,
         iou=np.bincount(inv[:n_tp], weights=iou, minlength=m),
         tp=np.bincount(inv[:n_tp], minlength=m),
         fp=np.bincount(inv[n_tp : n_tp + n_fp], minlength=m),
         fn=np.bincount(inv[n_tp + n_fp :], minlength=m),
     )
+    return PanopticImageMatches(stats, gt_ids[g], pred_ids[p])
 
 
 class PQStatFast:

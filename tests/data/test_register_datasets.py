@@ -128,7 +128,9 @@ def test_missing_file_is_named_and_nothing_is_registered(coco_dir, new_name, ent
 
 def test_unknown_format_lists_the_known_ones(new_name):
     with pytest.raises(
-        ValueError, match="unknown format 'voc'; known formats: coco, coco_panoptic"
+        ValueError,
+        match="unknown format 'voc'; known formats: cityscapes_vps, coco, coco_panoptic, "
+        "densepose_coco, ibug_pts, wider_bbx, widerface, youtube_vis, youtube_vis_clips$",
     ):
         register_datasets([(new_name(), "voc", "a.json", "images")])
 

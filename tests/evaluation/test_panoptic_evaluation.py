@@ -160,6 +160,7 @@ def test_build_evaluator_table(tmp_path, monkeypatch):
         "widerface",
         "densepose",
         "youtube_vis",
+        "cityscapes_vps",
     ]
     name = register("d2ext_test_eval_sem_seg", "sem_seg")
     for fast in (True, False):  # D2's evaluator either way: there is no drop-in
@@ -170,7 +171,7 @@ def test_build_evaluator_table(tmp_path, monkeypatch):
         NotImplementedError,
         match=r"no evaluator for dataset 'd2ext_test_eval_video' with evaluator_type='video_ap'; "
         r"set MetadataCatalog.get\(name\).evaluator_type to one of coco, coco_panoptic_seg, "
-        r"sem_seg, landmark, widerface, densepose, youtube_vis$",
+        r"sem_seg, landmark, widerface, densepose, youtube_vis, cityscapes_vps$",
     ):
         build_evaluator(_cfg(True), name, str(tmp_path))
 
