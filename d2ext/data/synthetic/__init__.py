@@ -3,14 +3,16 @@
 Importing registers the builtins (``synth_shapes_{train,val}``, ``synth_panoptic_{train,val}``
 with ``_separated`` / ``_stuffonly`` variants, ``synth_faces_*`` (68 iBUG face landmarks),
 ``synth_bodies_*`` (17 COCO person keypoints), ``synth_densepose_*`` (DensePose figures) and
-``synth_videos_*`` with ``_clips`` variants (moving shapes, YouTube-VIS + exact flow)) in D2's
-catalogs; files are generated on first ``DatasetCatalog.get`` or
-:func:`ensure_synthetic_generated`. See ``register.py``.
+``synth_videos_*`` with ``_clips`` variants (moving shapes, YouTube-VIS + exact flow) and
+``synth_vps_{train,val}`` (panoptic videos in the Cityscapes-VPS layout)) in D2's catalogs;
+files are generated on first ``DatasetCatalog.get`` or :func:`ensure_synthetic_generated`. See
+``register.py``.
 """
 
 from .categories import STUFF_CATEGORIES, THING_CATEGORIES
 from .faces import FaceScene, render_face, render_face_image
 from .generate import SyntheticSpec, generate, is_generated, render_image
+from .panoptic_videos import PanopticVideoSpec, generate_panoptic_videos, render_panoptic_video
 from .register import (
     BUILTIN_DATASETS,
     builtin_spec,
@@ -27,6 +29,7 @@ from .register import (
     synthetic_dataset_dir,
     synthetic_root,
 )
+from .register_panoptic_videos import register_synthetic_panoptic_videos
 
 register_all_synthetic()
 
@@ -35,10 +38,12 @@ __all__ = [
     "STUFF_CATEGORIES",
     "THING_CATEGORIES",
     "FaceScene",
+    "PanopticVideoSpec",
     "SyntheticSpec",
     "builtin_spec",
     "ensure_synthetic_generated",
     "generate",
+    "generate_panoptic_videos",
     "is_generated",
     "person_keypoints_metadata",
     "register_all_synthetic",
@@ -46,12 +51,14 @@ __all__ = [
     "register_synthetic_bodies",
     "register_synthetic_densepose",
     "register_synthetic_faces",
+    "register_synthetic_panoptic_videos",
     "register_synthetic_panoptic",
     "register_synthetic_shapes",
     "register_synthetic_videos",
     "render_face",
     "render_face_image",
     "render_image",
+    "render_panoptic_video",
     "synthetic_dataset_dir",
     "synthetic_root",
 ]

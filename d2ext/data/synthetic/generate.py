@@ -35,7 +35,7 @@ import shutil
 import tempfile
 import time
 from dataclasses import asdict, dataclass
-from typing import Dict, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 from detectron2.data.datasets.builtin_meta import COCO_PERSON_KEYPOINT_NAMES
@@ -331,12 +331,16 @@ def _file_lock(path: str):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def generate(spec: SyntheticSpec, out_dir: str) -> bool:
-    """Make ``out_dir`` hold the dataset of ``spec``; returns False if it already did.
+def generate_atomically(
+    spec, out_dir: str, write: Callable[[str], Dict[str, int]], what: str
+) -> bool:
+    """Make ``out_dir`` hold ``write(folder)``'s dataset of ``spec`` (anything with
+    ``to_json()``, the ``SPEC.json`` marker); returns False if it already did.
 
-    Safe when several processes call it at once (e.g. D2 ``launch`` workers): one generates
-    under a file lock into a temp dir which is renamed into place, the others wait and reuse
-    it. A directory whose marker holds another spec is replaced.
+    Safe when several processes call it at once (e.g. D2 ``launch`` workers): one writes under
+    a file lock into a temp dir which is renamed into place, the others wait and reuse it. A
+    directory whose marker holds another spec is replaced. ``write`` returns counts with
+    "images" and "instances" for the log line.
     """
     out_dir = os.path.abspath(out_dir)
     if is_generated(spec, out_dir):
@@ -349,7 +353,7 @@ def generate(spec: SyntheticSpec, out_dir: str) -> bool:
         start = time.perf_counter()
         tmp = tempfile.mkdtemp(prefix=f".{base}.tmp-", dir=parent)
         try:
-            counts = _write_dataset(spec, os.path.join(tmp, "data"))
+            counts = write(os.path.join(tmp, "data"))
             _write_json(os.path.join(tmp, "data", MARKER), spec.to_json())
             if os.path.exists(out_dir):
                 os.rename(out_dir, os.path.join(tmp, "stale"))
@@ -357,7 +361,15 @@ def generate(spec: SyntheticSpec, out_dir: str) -> bool:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     logger.info(
-        f"Generated synthetic {spec.kind} dataset in {out_dir}: {counts['images']} images, "
+        f"Generated synthetic {what} in {out_dir}: {counts['images']} images, "
         f"{counts['instances']} instances ({time.perf_counter() - start:.1f}s)"
     )
     return True
+
+
+def generate(spec: SyntheticSpec, out_dir: str) -> bool:
+    """Make ``out_dir`` hold the dataset of ``spec``; returns False if it already did (see
+    :func:`generate_atomically`)."""
+    return generate_atomically(
+        spec, out_dir, lambda folder: _write_dataset(spec, folder), f"{spec.kind} dataset"
+    )

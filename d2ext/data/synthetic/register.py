@@ -33,6 +33,9 @@ Builtin names (generated under ``$DETECTRON2_DATASETS`` (default ``./datasets``)
   ``d2ext.data.youtube_vis``): per-frame D2 dicts (``evaluator_type="coco"``) and, as
   ``synth_videos_*_clips``, one dict per video (``evaluator_type="youtube_vis"``), in
   ``synth_videos/<name>/``.
+* ``synth_vps_{train,val}``: 128x256 panoptic videos in the Cityscapes-VPS layout
+  (``panoptic_videos.py``, registered by ``register_panoptic_videos.py``; loaded by
+  ``d2ext.data.cityscapes_vps``, ``evaluator_type="cityscapes_vps"``), in ``synth_vps/<name>/``.
 """
 
 import functools
@@ -65,9 +68,13 @@ from .categories import (
     panoptic_standard_metadata,
 )
 from .generate import DEFAULT_NUM_FRAMES, SyntheticSpec, generate
+from .panoptic_videos import PanopticVideoSpec
 
-# dataset name -> (spec, directory, all names registered together with it)
-_REGISTERED: Dict[str, Tuple[SyntheticSpec, str, Tuple[str, ...]]] = {}
+# dataset name -> (spec, directory, all names registered together with it, the function that
+# writes the spec into the directory)
+_REGISTERED: Dict[
+    str, Tuple[Union[SyntheticSpec, PanopticVideoSpec], str, Tuple[str, ...], Callable]
+] = {}
 
 # name -> (kind, num_images, seed); image sizes per kind in BUILTIN_IMAGE_SIZES
 BUILTIN_DATASETS: Dict[str, Tuple[str, int, int]] = {
@@ -133,8 +140,8 @@ def builtin_spec(name: str) -> SyntheticSpec:
     return SyntheticSpec(kind, num_images, size, seed, max_objects, BUILTIN_NUM_FRAMES.get(kind))
 
 
-def _generate_then_load(spec: SyntheticSpec, out_dir: str, load: Callable[[], List[dict]]):
-    generate(spec, out_dir)
+def _generate_then_load(generator: Callable, spec, out_dir: str, load: Callable[[], List[dict]]):
+    generator(spec, out_dir)
     return load()
 
 
@@ -151,7 +158,7 @@ def _prepare(name: str, spec: SyntheticSpec, out_dir: str) -> bool:
     """False if ``name`` is already registered with this spec and dir; else frees the names
     (a synthetic dataset registered with another spec is replaced; any other name clashes)."""
     if name in _REGISTERED:
-        old_spec, old_dir, old_names = _REGISTERED[name]
+        old_spec, old_dir, old_names, _ = _REGISTERED[name]
         if (old_spec, old_dir) == (spec, out_dir):
             return False
         _unregister(old_names)
@@ -165,14 +172,17 @@ def _make_lazy(
     spec: SyntheticSpec,
     out_dir: str,
     checked: Optional[Tuple[str, ...]] = None,
+    generator: Callable = generate,
 ) -> None:
-    """Generate before D2's loader runs, and validate what the ``checked`` names (default: all)
-    load (D2-format dicts; per-clip dicts are not)."""
+    """Generate (``generator(spec, out_dir)``) before D2's loader runs, and validate what the
+    ``checked`` names (default: all) load (D2-format dicts; per-clip dicts are not)."""
     for n in names:
         load = DatasetCatalog[n]  # the loader D2's register_* installed (not called here)
         DatasetCatalog.remove(n)
-        DatasetCatalog.register(n, functools.partial(_generate_then_load, spec, out_dir, load))
-        _REGISTERED[n] = (spec, out_dir, names)
+        DatasetCatalog.register(
+            n, functools.partial(_generate_then_load, generator, spec, out_dir, load)
+        )
+        _REGISTERED[n] = (spec, out_dir, names, generator)
     add_dataset_checks(names if checked is None else checked)
 
 
@@ -412,9 +422,13 @@ def register_synthetic(
 
 
 def register_all_synthetic(root: Optional[str] = None) -> None:
-    """Register the builtin synthetic datasets (:data:`BUILTIN_DATASETS`); nothing is generated."""
+    """Register the builtin synthetic datasets (:data:`BUILTIN_DATASETS` and the panoptic
+    videos'); nothing is generated."""
+    from .register_panoptic_videos import register_builtin_panoptic_videos
+
     for name in BUILTIN_DATASETS:
         register_synthetic(name, root)
+    register_builtin_panoptic_videos(root)
 
 
 def synthetic_dataset_dir(name: str) -> Optional[str]:
@@ -429,6 +443,6 @@ def ensure_synthetic_generated(dataset_names: Union[str, Iterable[str]]) -> List
     names = [dataset_names] if isinstance(dataset_names, str) else list(dataset_names)
     synthetic = [n for n in names if n in _REGISTERED]
     for n in synthetic:
-        spec, out_dir, _ = _REGISTERED[n]
-        generate(spec, out_dir)
+        spec, out_dir, _, generator = _REGISTERED[n]
+        generator(spec, out_dir)
     return synthetic

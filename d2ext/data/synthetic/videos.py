@@ -175,8 +175,8 @@ def _outside_point(rng, height, width, radius, side=None) -> Tuple[np.ndarray, i
     return np.array([along, -radius if side == 2 else height + radius]), side
 
 
-def _object_motion(rng, plan, size, num_frames, height, width) -> LayerMotion:
-    t = np.arange(num_frames, dtype=np.float64)
+def _object_motion(rng, plan, size, t, height, width) -> LayerMotion:
+    """The motion sampled at the frame times ``t`` (T,)."""
     scales = np.exp(rng.uniform(-0.04, 0.04) * t)
     angles = rng.uniform(-0.12, 0.12) * t
     radius = size / 2 * scales.max() + 1
@@ -196,13 +196,13 @@ def _object_motion(rng, plan, size, num_frames, height, width) -> LayerMotion:
         angle = rng.uniform(0, 2 * np.pi)
         start = inside()
         end = start + length * np.array([math.cos(angle), math.sin(angle)])
-    tau = t / max(num_frames - 1, 1)
+    tau = t / (t[-1] if len(t) > 1 else 1.0)  # 0 -> 1 from the first frame to the last
     accel = rng.normal(0, 0.15, 2)  # px / frame^2; keeps both endpoints
     centers = start + (end - start) * tau[:, None] + 0.5 * accel * (t * (t - t[-1]))[:, None]
     return LayerMotion(centers, angles, scales)
 
 
-def _make_objects(rng, num_frames, height, width, max_objects, all_enter) -> List[VideoObject]:
+def _make_objects(rng, t, height, width, max_objects, all_enter) -> List[VideoObject]:
     objects = []
     max_size = max(MIN_OBJECT_SIZE + 1, MAX_OBJECT_SIZE * min(height, width))
     for _ in range(int(rng.integers(1, max_objects + 1))):
@@ -211,13 +211,12 @@ def _make_objects(rng, num_frames, height, width, max_objects, all_enter) -> Lis
         plan = "enter" if all_enter else str(rng.choice(_PLANS, p=_PLAN_PROBS))
         polygon = shape_polygon(cat["name"], 0.0, 0.0, size, rng)
         texture = _object_texture(rng, size)
-        motion = _object_motion(rng, plan, size, num_frames, height, width)
+        motion = _object_motion(rng, plan, size, t, height, width)
         objects.append(VideoObject(cat["id"], polygon, texture, motion, plan))
     return objects
 
 
-def _background_motion(rng, num_frames, height, width) -> LayerMotion:
-    t = np.arange(num_frames, dtype=np.float64)
+def _background_motion(rng, t, height, width) -> LayerMotion:
     angle = rng.uniform(0, 2 * np.pi)
     velocity = rng.uniform(0, 4) * np.array([math.cos(angle), math.sin(angle)])
     centers = np.array([width / 2, height / 2]) + velocity * t[:, None]
@@ -232,13 +231,23 @@ def _in_frame(polygon: np.ndarray, height: int, width: int) -> bool:
 
 
 def render_video(
-    seed: int, index: int, num_frames: int, height: int, width: int, max_objects: int
+    seed: int,
+    index: int,
+    num_frames: int,
+    height: int,
+    width: int,
+    max_objects: int,
+    frame_step: float = 1.0,
 ) -> SyntheticVideo:
-    """Video ``index`` of a split of ``seed`` (module doc); ``max_objects`` >= 1 shapes."""
+    """Video ``index`` of a split of ``seed`` (module doc); ``max_objects`` >= 1 shapes.
+    Frame ``t`` is taken at time ``t * frame_step`` of the motions (rates in the module doc are
+    per unit of time): ``frame_step < 1`` samples the same kind of video more densely (objects
+    still travel their whole path between the first and the last frame)."""
     rng = np.random.default_rng([int(seed), int(index)])
-    background = _background_motion(rng, num_frames, height, width)
+    times = np.arange(num_frames, dtype=np.float64) * frame_step
+    background = _background_motion(rng, times, height, width)
     bg_texture = _background_texture(rng)
-    objects = _make_objects(rng, num_frames, height, width, max_objects, index % 6 == 4)
+    objects = _make_objects(rng, times, height, width, max_objects, index % 6 == 4)
     layers = [background] + [o.motion for o in objects]
     px, py = np.meshgrid(np.arange(width) + 0.5, np.arange(height) + 0.5)
     frames = np.empty((num_frames, height, width, 3), np.uint8)
