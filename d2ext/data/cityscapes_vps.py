@@ -40,6 +40,7 @@ __all__ = [
     "gt_png_name",
     "load_cityscapes_vps_json",
     "register_cityscapes_vps",
+    "register_cityscapes_vps_files",
     "video_id_of",
 ]
 
@@ -169,6 +170,15 @@ def register_cityscapes_vps(
         meta = coco_panoptic_metadata(_read_categories(panoptic_json, what))
     except ValueError as e:
         raise ValueError(f"{what}: {panoptic_json!r}: {e}") from None
+    register_cityscapes_vps_files(name, meta, panoptic_json, image_root, panoptic_root)
+
+
+def register_cityscapes_vps_files(
+    name: str, meta: Dict, panoptic_json: str, image_root: str, panoptic_root: str, **extra
+) -> None:
+    """Register ``name`` as a Cityscapes-VPS split whose files may not exist yet (read on
+    first use): the loader, ``meta`` (D2 panoptic metadata: classes, contiguous id maps), the
+    file locations, VPQ's ``frames_per_video`` and ``evaluator_type``, plus ``extra`` keys."""
     DatasetCatalog.register(
         name,
         functools.partial(load_cityscapes_vps_json, panoptic_json, image_root, panoptic_root),
@@ -180,4 +190,5 @@ def register_cityscapes_vps(
         image_root=image_root,
         frames_per_video=FRAMES_PER_VIDEO,
         evaluator_type="cityscapes_vps",
+        **extra,
     )

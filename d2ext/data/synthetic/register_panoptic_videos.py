@@ -4,19 +4,17 @@ datasets, generated lazily on first use like the other synthetic builtins (``reg
 The loader is :func:`d2ext.data.cityscapes_vps.load_cityscapes_vps_json` and the metadata is
 what :func:`~d2ext.data.cityscapes_vps.register_cityscapes_vps` sets for the generated files
 (``evaluator_type="cityscapes_vps"``, ``frames_per_video``, the panoptic json and roots, the
-categories of ``synth_panoptic``); that function reads the json when called, so it is set here
-from the same pieces without the files. Added keys: ``raw_image_root`` (``<split>/img_all``),
+categories of ``synth_panoptic``); that function reads the json when called, so the files'
+registration (:func:`~d2ext.data.cityscapes_vps.register_cityscapes_vps_files`) is called here
+with the metadata known in advance. Added keys: ``raw_image_root`` (``<split>/img_all``),
 ``flow_root`` (``<split>/flow``: annotated frame -> next annotated frame) and
 ``flow_prev_root`` (``<split>/flow_prev``: -> previous), files ``<image id>.npy``.
 """
 
-import functools
 import os
 from typing import Optional, Tuple
 
-from detectron2.data import DatasetCatalog, MetadataCatalog
-
-from ..cityscapes_vps import FRAMES_PER_VIDEO, load_cityscapes_vps_json
+from ..cityscapes_vps import register_cityscapes_vps_files
 from .categories import panoptic_standard_metadata
 from .panoptic_videos import PanopticVideoSpec, generate_panoptic_videos
 from .register import _make_lazy, _prepare, synthetic_root
@@ -57,17 +55,12 @@ def register_synthetic_panoptic_videos(
             os.path.join(out_dir, split, folder)
             for folder in ("img", "panoptic_video", "img_all", "flow", "flow_prev")
         )
-        DatasetCatalog.register(
+        register_cityscapes_vps_files(
             name,
-            functools.partial(load_cityscapes_vps_json, json_file, image_root, panoptic_root),
-        )
-        MetadataCatalog.get(name).set(
-            **panoptic_standard_metadata(),
-            panoptic_json=json_file,
-            panoptic_root=panoptic_root,
-            image_root=image_root,
-            frames_per_video=FRAMES_PER_VIDEO,
-            evaluator_type="cityscapes_vps",
+            panoptic_standard_metadata(),
+            json_file,
+            image_root,
+            panoptic_root,
             raw_image_root=raw_image_root,
             flow_root=flow_root,
             flow_prev_root=flow_prev_root,
