@@ -369,5 +369,6 @@ def test_twins_are_compared():
         "configs/Base/mask_rcnn_R_18_FPN_synth",
         "configs/UPSNet/upsnet_R_18_synth",
         "configs/UPSNet/panoptic_fpn_R_18_synth",
+        "configs/VPSNet/vpsnet_R_18_synth",
         "configs/YOLACT/yolact_R_18_synth",
     }

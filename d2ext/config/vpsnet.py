@@ -2,13 +2,34 @@ from detectron2.config import CfgNode as CN
 
 
 def add_vpsnet_config(cfg: CN) -> None:
-    """Keys of VPSNet (Kim et al., "Video Panoptic Segmentation", CVPR 2020): the Fuse module
-    (``MODEL.VPSNET.FUSE``) and the track head (``MODEL.VPSNET.TRACK_HEAD``).
+    """Keys of VPSNet (Kim et al., "Video Panoptic Segmentation", CVPR 2020): the switches and
+    flow net of the meta-architecture, the Fuse module (``MODEL.VPSNET.FUSE``) and the track head
+    (``MODEL.VPSNET.TRACK_HEAD``).
 
     Defaults are the original's ``configs/cityscapes/fusetrack.py`` (``extra_neck`` =
     ``BFPTcea``, ``track_head`` = ``TrackHead``); the original's names are given per key.
     """
     cfg.MODEL.VPSNET = CN()
+    # Fuse the reference frame's FPN features into the target's (the original's extra_neck);
+    # False is "VPSNet without fuse": the track head alone on per-frame UPSNet features.
+    cfg.MODEL.VPSNET.FUSE_ON = True
+    # Track head + per-video memory (the original's track_head); False links each frame's
+    # detections to the previous ones by mask IoU (d2ext.modeling.common.Tracker) instead.
+    cfg.MODEL.VPSNET.TRACK_ON = True
+    # Image flow from the target to the reference frame for the Fuse module, frozen (the
+    # original's pre-trained FlowNet2, requires_grad=False): "raft" (torchvision's RAFT-small,
+    # d2ext's RAFTFlow; needs frames >= 128 px) or "zero" (no motion: the warp is the identity
+    # and only the flow refinement aligns).
+    cfg.MODEL.VPSNET.FLOW_NET = "raft"
+    # A RAFTFlow (or torchvision raft_small) state dict loaded into the flow net at build time
+    # (the original's work_dirs/flownet/FlowNet2_checkpoint.pth.tar); "" keeps its weights as
+    # they are (random, or from MODEL.WEIGHTS).
+    cfg.MODEL.VPSNET.FLOW_WEIGHTS = ""
+    # RAFT's recurrent refinement steps (torchvision's default 12).
+    cfg.MODEL.VPSNET.FLOW_NUM_UPDATES = 12
+    # Training reference frame: one of these annotated-frame offsets, drawn at random, retrying
+    # the others when it falls outside the video (the original's dataset offsets [-1, 1]).
+    cfg.MODEL.VPSNET.REFERENCE_OFFSETS = [-1, 1]
 
     cfg.MODEL.VPSNET.FUSE = CN()
     # FPN levels gathered, fused and scattered back, fine to coarse, all of one width

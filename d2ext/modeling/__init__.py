@@ -7,6 +7,7 @@ from . import (
     postprocess,  # noqa: F401  (registration: fast-paste variants of stock models)
     retinaface,  # noqa: F401  (registration)
     upsnet,  # noqa: F401  (registration)
+    vpsnet,  # noqa: F401  (registration)
     yolact,  # noqa: F401  (registration)
     yolact_edge,  # noqa: F401  (registration)
 )

@@ -13,6 +13,7 @@ from .landmark_topdown import (
 from .retinaface import RetinaFaceMapper
 from .upsnet_panoptic import UPSNetPanopticMapper
 from .video_pairs import YolactEdgePairMapper, transform_flow
+from .vpsnet import VPSNetPairMapper
 from .yolact import YOLACTDatasetMapper, build_scale_jitter
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "RetinaFaceMapper",
     "TopDownLandmarkMapper",
     "UPSNetPanopticMapper",
+    "VPSNetPairMapper",
     "YOLACTDatasetMapper",
     "YolactEdgePairMapper",
     "build_scale_jitter",

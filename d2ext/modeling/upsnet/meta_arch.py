@@ -94,6 +94,12 @@ class UPSNet(GeneralizedRCNN):
                     )
         images = self.preprocess_image(batched_inputs)
         features = self.backbone(images.tensor)
+        losses, _ = self.losses_from_features(batched_inputs, images, features)
+        return losses
+
+    def losses_from_features(self, batched_inputs: List[Dict], images: ImageList, features):
+        """UPSNet's training losses on given FPN ``features`` of ``images`` (the backbone's, or
+        VPSNet's fused ones), and the ROI heads' sampled proposals (with their GT fields)."""
         gt_instances = [x["instances"].to(self.device) for x in batched_inputs]
         gt_sem = ImageList.from_tensors(
             [x["sem_seg"].to(self.device) for x in batched_inputs],
@@ -103,7 +109,7 @@ class UPSNet(GeneralizedRCNN):
         ).tensor
 
         proposals, proposal_losses = self.proposal_generator(images, features, gt_instances)
-        _, detector_losses = self.roi_heads(images, features, proposals, gt_instances)
+        sampled, detector_losses = self.roi_heads(images, features, proposals, gt_instances)
         sem_logits, sem_feats = self.sem_seg_head(features)
         losses = self.sem_seg_head.losses(
             sem_logits, sem_feats, gt_sem, [x.gt_boxes for x in gt_instances]
@@ -111,7 +117,7 @@ class UPSNet(GeneralizedRCNN):
         losses.update(self._panoptic_losses(features, images, sem_logits, gt_sem, gt_instances))
         losses.update(proposal_losses)
         losses.update(detector_losses)
-        return losses
+        return losses, sampled
 
     def _panoptic_losses(self, features, images: ImageList, sem_logits, gt_sem, gt_instances):
         """GT boxes (a random subset) -> mask-head logits -> panoptic logits on the P2 grid."""
@@ -155,38 +161,7 @@ class UPSNet(GeneralizedRCNN):
             raise NotImplementedError("UPSNet inference with given detections")
         images = self.preprocess_image(batched_inputs)
         features = self.backbone(images.tensor)
-        proposals, _ = self.proposal_generator(images, features, None)
-        sem_logits, _ = self.sem_seg_head(features)
-
-        rh = self.roi_heads
-        box_features = rh.box_pooler(
-            [features[f] for f in rh.box_in_features], [p.proposal_boxes for p in proposals]
-        )
-        predictions = rh.box_predictor(rh.box_head(box_features))
-        detections, _ = rh.box_predictor.inference(predictions, proposals)
-        detections = rh.forward_with_given_boxes(features, detections)
-
-        panoptic_dets = []
-        pan = self.panoptic_head
-        for boxes, scores, p in zip(
-            rh.box_predictor.predict_boxes(predictions, proposals),
-            rh.box_predictor.predict_probs(predictions, proposals),
-            proposals,
-        ):
-            b, s, c = select_panoptic_detections(
-                boxes,
-                scores,
-                p.image_size,
-                pan.score_thresh,
-                pan.nms_thresh,
-                pan.detections_per_image,
-            )
-            panoptic_dets.append(Instances(p.image_size, pred_boxes=b, scores=s, pred_classes=c))
-        mask_logits = self._mask_logits(
-            features, [x.pred_boxes for x in panoptic_dets], [x.pred_classes for x in panoptic_dets]
-        )
-        for x, m in zip(panoptic_dets, mask_logits):
-            x.pred_mask_logits = m
+        detections, panoptic_dets, sem_logits = self.detect_from_features(images, features)
         if not do_postprocess:
             return detections, panoptic_dets, sem_logits
 
@@ -195,6 +170,7 @@ class UPSNet(GeneralizedRCNN):
             sem_logits, scale_factor=stride, mode="bilinear", align_corners=False
         )
         results = []
+        pan = self.panoptic_head
         for sem, det, pan_det, inp, size in zip(
             sem_logits, detections, panoptic_dets, batched_inputs, images.image_sizes
         ):
@@ -218,6 +194,46 @@ class UPSNet(GeneralizedRCNN):
                 }
             )
         return results
+
+    def detect_from_features(self, images: ImageList, features, with_stock: bool = True):
+        """Inference up to post-processing on given FPN ``features`` of ``images``: (stock
+        Mask R-CNN detections, or None without ``with_stock``; panoptic-head detections with
+        "pred_mask_logits"; semantic logits on the P2 grid), in padded-input pixels."""
+        proposals, _ = self.proposal_generator(images, features, None)
+        sem_logits, _ = self.sem_seg_head(features)
+
+        rh = self.roi_heads
+        box_features = rh.box_pooler(
+            [features[f] for f in rh.box_in_features], [p.proposal_boxes for p in proposals]
+        )
+        predictions = rh.box_predictor(rh.box_head(box_features))
+        detections = None
+        if with_stock:
+            detections, _ = rh.box_predictor.inference(predictions, proposals)
+            detections = rh.forward_with_given_boxes(features, detections)
+
+        panoptic_dets = []
+        pan = self.panoptic_head
+        for boxes, scores, p in zip(
+            rh.box_predictor.predict_boxes(predictions, proposals),
+            rh.box_predictor.predict_probs(predictions, proposals),
+            proposals,
+        ):
+            b, s, c = select_panoptic_detections(
+                boxes,
+                scores,
+                p.image_size,
+                pan.score_thresh,
+                pan.nms_thresh,
+                pan.detections_per_image,
+            )
+            panoptic_dets.append(Instances(p.image_size, pred_boxes=b, scores=s, pred_classes=c))
+        mask_logits = self._mask_logits(
+            features, [x.pred_boxes for x in panoptic_dets], [x.pred_classes for x in panoptic_dets]
+        )
+        for x, m in zip(panoptic_dets, mask_logits):
+            x.pred_mask_logits = m
+        return detections, panoptic_dets, sem_logits
 
 
 def _masks_tensor(instances: Instances) -> torch.Tensor:

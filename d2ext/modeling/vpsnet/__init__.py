@@ -1,6 +1,7 @@
-"""VPSNet (Kim et al., "Video Panoptic Segmentation", CVPR 2020): the Fuse module and the track
-head with its per-video memory. Nothing is registered yet; config keys:
-:func:`d2ext.config.add_vpsnet_config`."""
+"""VPSNet (Kim et al., "Video Panoptic Segmentation", CVPR 2020): the Fuse module, the track
+head with its per-video memory and the ``VPSNet`` meta-architecture on d2ext's UPSNet. Importing
+registers ``VPSNet``; its train mapper is :class:`d2ext.data.mappers.VPSNetPairMapper`; config
+keys: :func:`d2ext.config.add_vpsnet_config`."""
 
 from d2ext.config.vpsnet import add_vpsnet_config
 
@@ -13,6 +14,7 @@ from .fuse import (
     resize_flow,
     scatter_levels,
 )
+from .meta_arch import STUFF_SEGMENT_ID_BASE, VPSNet, VPSNetVideoState, load_flow_weights
 from .track_head import (
     TrackHead,
     TrackMemory,
@@ -25,12 +27,16 @@ from .track_head import (
 __all__ = [
     "add_vpsnet_config",
     "FlowRefinement",
+    "STUFF_SEGMENT_ID_BASE",
     "TemporalSpatialAttention",
     "TrackHead",
     "TrackMemory",
+    "VPSNet",
     "VPSNetFuse",
+    "VPSNetVideoState",
     "comprehensive_scores",
     "gather_levels",
+    "load_flow_weights",
     "local_correlation",
     "match_logits",
     "resize_flow",

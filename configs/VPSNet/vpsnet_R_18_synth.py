@@ -1,0 +1,87 @@
+"""LazyConfig twin of vpsnet_R_18_synth.yaml: VPSNet (fuse + track) on UPSNet R-18 FPN from
+scratch on synth_vps.
+
+python .venv/d2-tools/lazyconfig_train_net.py --config-file configs/VPSNet/vpsnet_R_18_synth.py
+"""
+
+import detectron2.data.transforms as T
+from detectron2.config import LazyCall as L
+from detectron2.data import (
+    DatasetMapper,
+    build_detection_test_loader,
+    build_detection_train_loader,
+    get_detection_dataset_dicts,
+)
+from detectron2.layers import ShapeSpec
+from omegaconf import OmegaConf
+
+import d2ext  # noqa: F401,I001  (registers the synthetic datasets and VPSNet)
+from d2ext.data import PanopticLabelSpace
+from d2ext.data.mappers import VPSNetPairMapper
+from d2ext.evaluation import VPQEvaluator
+from d2ext.modeling.vpsnet import TrackHead, VPSNet, VPSNetFuse
+
+# UPSNet R-18 and its schedule as configs/UPSNet/upsnet_R_18_synth.py
+from ..UPSNet.upsnet_R_18_synth import lr_multiplier, model, optimizer, train
+
+model.panoptic_head.label_space.name = "synth_vps_train"
+
+# VPSNet: the original's Fuse over P2-P6 and track head; no flow net (see the yaml)
+model._target_ = VPSNet
+model.fuse = L(VPSNetFuse)(
+    input_shape={
+        f"p{i}": L(ShapeSpec)(channels="${....backbone.out_channels}", stride=2**i)
+        for i in (2, 3, 4, 5, 6)
+    },
+    in_features=["p2", "p3", "p4", "p5", "p6"],
+    gather_feature="p2",
+    flow_refine=True,
+    corr_max_displacement=4,
+    flow_refine_conv_dims=[64, 64, 32],
+    fusion_conv=True,
+)
+model.flow_net = None
+model.track_head = L(TrackHead)(
+    input_shape=L(ShapeSpec)(channels="${...backbone.out_channels}", height=7, width=7),
+    num_fc=2,
+    fc_dim=1024,
+    loss_weight=0.5,
+    match_coeff=[1.0, 2.0, 10.0],
+    dummy_iou=0.0,
+    min_match_score=-100.0,
+)
+
+dataloader = OmegaConf.create()
+dataloader.train = L(build_detection_train_loader)(
+    dataset=L(get_detection_dataset_dicts)(names="synth_vps_train"),
+    mapper=L(VPSNetPairMapper)(
+        is_train=True,
+        augmentations=[
+            L(T.ResizeShortestEdge)(short_edge_length=192, max_size=192),
+            L(T.RandomFlip)(horizontal=True),
+        ],
+        image_format="BGR",
+        label_space=L(PanopticLabelSpace.from_dataset)(name="${...dataset.names}"),
+        dataset_names=["synth_vps_train"],
+        reference_offsets=[-1, 1],
+    ),
+    total_batch_size=2,
+    num_workers=2,
+)
+dataloader.test = L(build_detection_test_loader)(
+    dataset=L(get_detection_dataset_dicts)(names="synth_vps_val", filter_empty=False),
+    mapper=L(DatasetMapper)(
+        is_train=False,
+        augmentations=[L(T.ResizeShortestEdge)(short_edge_length=192, max_size=192)],
+        image_format="BGR",
+    ),
+    num_workers=2,
+)
+dataloader.evaluator = L(VPQEvaluator)(dataset_name="synth_vps_val")
+
+optimizer.lr = 0.01
+train.max_iter = 400
+train.checkpointer.period = 100
+lr_multiplier.scheduler.milestones = [300, 370]
+lr_multiplier.warmup_length = 50 / 400
+train.output_dir = "output/vpsnet_R_18_synth_lazy"
