@@ -129,6 +129,14 @@ def test_select_panoptic_detections_class_agnostic_nms():
     assert b.tensor.tolist() == [[0, 0, 10, 10]]
 
 
+@pytest.mark.parametrize("box_dim", [4, 8])  # agnostic, class-specific
+def test_select_panoptic_detections_without_proposals(box_dim):
+    b, s, c = select_panoptic_detections(
+        torch.zeros(0, box_dim), torch.zeros(0, 3), (40, 40), 0.6, 0.5, 100
+    )
+    assert b.tensor.shape == (0, 4) and s.shape == (0,) and c.shape == (0,)
+
+
 def test_remove_overlapping_masks_same_class_only():
     m = torch.zeros(4, 5, 10, dtype=torch.bool)
     m[0, :, 0:5] = True  # score 0.9, class 0

@@ -129,7 +129,9 @@ def select_panoptic_detections(
     num_classes = scores.shape[1] - 1
     boxes = Boxes(boxes.reshape(-1, 4))
     boxes.clip(image_size)
-    boxes = boxes.tensor.view(scores.shape[0], -1, 4).expand(-1, num_classes, -1)
+    # (R, T, 4): class-specific boxes, or the agnostic box repeated (R may be 0: no proposals)
+    boxes = boxes.tensor.view(scores.shape[0], -1 if scores.shape[0] else 1, 4)
+    boxes = boxes.expand(-1, num_classes, -1)
     cand = (scores[:, :-1] >= score_thresh).nonzero()
     r, c = cand.unbind(1)
     sel_boxes, sel_scores = boxes[r, c], scores[r, c]
