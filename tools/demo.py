@@ -53,6 +53,7 @@ from d2ext.utils.densepose_vis import write_image_iuv_png, write_iuv_png  # noqa
 from d2ext.utils.visualize import (  # noqa: E402
     DEFAULT_CONFIDENCE,
     densepose_charts,
+    draw_panoptic_tracks,
     draw_predictions,
     rendering_path,
     track_colors,
@@ -275,9 +276,12 @@ def _demo_video(args, cfg, logger) -> int:
             instances = predictor(frame)
             seconds = time.perf_counter() - tic
             model_seconds += seconds
-            rendered = draw_predictions(
-                frame[:, :, ::-1], {"instances": instances}, metadata, confidence, track_colors
-            )
+            if "panoptic_seg" in predictor.last_output:  # video panoptic: stuff + tracked things
+                rendered = draw_panoptic_tracks(frame[:, :, ::-1], predictor.last_output, metadata)
+            else:
+                rendered = draw_predictions(
+                    frame[:, :, ::-1], {"instances": instances}, metadata, confidence, track_colors
+                )
             if writer is None:
                 writer = _video_writer(args.output, fps, frame.shape[1], frame.shape[0])
             writer.write(rendered[:, :, ::-1])

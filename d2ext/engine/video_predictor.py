@@ -122,6 +122,9 @@ class VideoPredictor:
         self.tracker.reset()
         self.frame_index = 0  # frames of the current video given so far
         self._frame_size: Optional[Tuple[int, int]] = None
+        # the whole output dict of the frame last yielded ("panoptic_seg" of video panoptic
+        # models, whose thing segments carry the track ids), None before the first
+        self.last_output: Optional[Dict] = None
 
     def __call__(self, frame: np.ndarray) -> Instances:
         """The next frame of the current video ((H, W, 3) uint8 BGR, or (H, W) grayscale) ->
@@ -178,4 +181,5 @@ class VideoPredictor:
             self.model, batch, self.state, self.tracker, who="VideoPredictor"
         )
         for out in outputs:
+            self.last_output = out
             yield out["instances"]

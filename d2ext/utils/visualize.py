@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from detectron2.data.detection_utils import read_image
 from detectron2.evaluation.evaluator import inference_context
+from detectron2.structures import Instances
 from detectron2.utils.colormap import colormap
 from detectron2.utils.visualizer import ColorMode, Visualizer
 
@@ -17,6 +18,7 @@ from .densepose_vis import draw_densepose_iuv
 __all__ = [
     "DEFAULT_CONFIDENCE",
     "densepose_charts",
+    "draw_panoptic_tracks",
     "draw_predictions",
     "rendering_path",
     "render_dataset_predictions",
@@ -81,6 +83,43 @@ def track_colors(instances) -> List[np.ndarray]:
     its colour over a video and consecutive ids differ."""
     palette = colormap(rgb=True, maximum=1)
     return [palette[int(i) % len(palette)] for i in instances.pred_track_ids]
+
+
+def draw_panoptic_tracks(image_rgb: np.ndarray, predictions: Dict, metadata) -> np.ndarray:
+    """A video panoptic output (VPSNet's) with a colour per track: stuff as D2's
+    ``draw_panoptic_seg`` draws it, each thing segment in the colour of its track
+    (:func:`track_colors` of ``instances.pred_track_ids[segment["instance_id"]]``) with its class.
+
+    Args:
+        predictions: "panoptic_seg" ((H, W) ids, segments_info with "isthing"; things with
+            "instance_id" indexing "instances") and "instances" with ``pred_track_ids``.
+    """
+    panoptic, segments = predictions["panoptic_seg"]
+    panoptic = panoptic.to("cpu")
+    things = [s for s in segments if s["isthing"]]
+    stuff = [s for s in segments if not s["isthing"]]
+    # thing pixels join the unlabelled region (D2 draws at most one id without segment info)
+    known = {s["id"] for s in segments}
+    unlabelled = [i for i in torch.unique(panoptic).tolist() if i not in known]
+    void = unlabelled[0] if unlabelled else int(panoptic.max()) + 1
+    stuff_map = panoptic.clone()
+    for s in things:
+        stuff_map[panoptic == s["id"]] = void
+    vis = Visualizer(image_rgb, metadata, instance_mode=ColorMode.IMAGE)
+    image = vis.draw_panoptic_seg(stuff_map, stuff).get_image()
+    if not things:
+        return image
+    track_ids = predictions["instances"].pred_track_ids.to("cpu")
+    drawn = Instances(
+        tuple(panoptic.shape),
+        pred_masks=torch.stack([panoptic == s["id"] for s in things]),
+        pred_classes=torch.tensor([s["category_id"] for s in things]),
+        pred_track_ids=track_ids[[s["instance_id"] for s in things]],
+    )
+    if all("score" in s for s in things):
+        drawn.scores = torch.tensor([float(s["score"]) for s in things])
+    colored = _ColoredVisualizer(image, metadata, colors=track_colors(drawn))
+    return colored.draw_instance_predictions(drawn).get_image()
 
 
 class _ColoredVisualizer(Visualizer):

@@ -268,7 +268,11 @@ def test_video_predictor_and_clip_model_drive_it(fixed_detections):
     frames = [np.random.RandomState(t).randint(0, 256, (H, W, 3), dtype=np.uint8) for t in range(3)]
     ids = [inst.pred_track_ids.tolist() for inst in predictor.run(frames)]
     assert ids == [[1, 2], [1, 2], [1, 2, 3]]
+    # the whole output of the last frame: its thing segments carry the track ids
+    _, segments = predictor.last_output["panoptic_seg"]
+    assert sorted(s["id"] for s in segments if s["isthing"]) == [1, 2, 3]
     predictor.reset()
+    assert predictor.last_output is None
     fixed_detections(model, [CLIP[1]])
     assert predictor(frames[0]).pred_track_ids.tolist() == [1, 2]
     with pytest.raises(ValueError, match="64x64"):
