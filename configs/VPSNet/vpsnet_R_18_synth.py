@@ -4,25 +4,16 @@ scratch on synth_vps.
 python .venv/d2-tools/lazyconfig_train_net.py --config-file configs/VPSNet/vpsnet_R_18_synth.py
 """
 
-import detectron2.data.transforms as T
 from detectron2.config import LazyCall as L
-from detectron2.data import (
-    DatasetMapper,
-    build_detection_test_loader,
-    build_detection_train_loader,
-    get_detection_dataset_dicts,
-)
 from detectron2.layers import ShapeSpec
-from omegaconf import OmegaConf
 
 import d2ext  # noqa: F401,I001  (registers the synthetic datasets and VPSNet)
-from d2ext.data import PanopticLabelSpace
 from d2ext.data.mappers import VPSNetPairMapper
 from d2ext.evaluation import VPQEvaluator
 from d2ext.modeling.vpsnet import TrackHead, VPSNet, VPSNetFuse
 
-# UPSNet R-18 and its schedule as configs/UPSNet/upsnet_R_18_synth.py
-from ..UPSNet.upsnet_R_18_synth import lr_multiplier, model, optimizer, train
+# UPSNet R-18, its data pipeline and schedule as configs/UPSNet/upsnet_R_18_synth.py
+from ..UPSNet.upsnet_R_18_synth import dataloader, lr_multiplier, model, optimizer, train
 
 model.panoptic_head.label_space.name = "synth_vps_train"
 
@@ -51,37 +42,12 @@ model.track_head = L(TrackHead)(
     min_match_score=-100.0,
 )
 
-dataloader = OmegaConf.create()
-dataloader.train = L(build_detection_train_loader)(
-    dataset=L(get_detection_dataset_dicts)(names="synth_vps_train"),
-    mapper=L(VPSNetPairMapper)(
-        is_train=True,
-        augmentations=[
-            L(T.ResizeShortestEdge)(short_edge_length=192, max_size=192),
-            L(T.RandomFlip)(horizontal=True),
-        ],
-        image_format="BGR",
-        label_space=L(PanopticLabelSpace.from_dataset)(name="${...dataset.names}"),
-        dataset_names=["synth_vps_train"],
-        reference_offsets=[-1, 1],
-    ),
-    total_batch_size=2,
-    num_workers=2,
-)
-dataloader.test = L(build_detection_test_loader)(
-    dataset=L(get_detection_dataset_dicts)(names="synth_vps_val", filter_empty=False),
-    mapper=L(DatasetMapper)(
-        is_train=False,
-        augmentations=[L(T.ResizeShortestEdge)(short_edge_length=192, max_size=192)],
-        image_format="BGR",
-    ),
-    num_workers=2,
-)
+# UPSNet's data pipeline on synth_vps: the pair mapper (same augmentations) and VPQ
+dataloader.train.dataset.names = "synth_vps_train"
+dataloader.train.mapper._target_ = VPSNetPairMapper
+dataloader.train.mapper.dataset_names = ["synth_vps_train"]
+dataloader.train.mapper.reference_offsets = [-1, 1]
+dataloader.test.dataset.names = "synth_vps_val"
 dataloader.evaluator = L(VPQEvaluator)(dataset_name="synth_vps_val")
 
-optimizer.lr = 0.01
-train.max_iter = 400
-train.checkpointer.period = 100
-lr_multiplier.scheduler.milestones = [300, 370]
-lr_multiplier.warmup_length = 50 / 400
 train.output_dir = "output/vpsnet_R_18_synth_lazy"
