@@ -45,7 +45,9 @@ def test_pairs_are_the_neighbouring_frames_and_their_exact_flow(vps):
     meta = MetadataCatalog.get(name)
     # sorted by frame, next before previous: frame 0 -> 1, frame 1 -> 2, frame 1 -> 0, ...
     image1, image2, flow = pairs[0]
-    assert np.array_equal(flow, np.load(os.path.join(meta.flow_root, dicts[0]["image_id"] + ".npy")))
+    assert np.array_equal(
+        flow, np.load(os.path.join(meta.flow_root, dicts[0]["image_id"] + ".npy"))
+    )
     image1, image2, flow = pairs[2]
     prev = np.load(os.path.join(meta.flow_prev_root, dicts[1]["image_id"] + ".npy"))
     assert np.array_equal(flow, prev)

@@ -147,7 +147,11 @@ def train(
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, eps=1e-8)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, lr, total_steps=iters + 100, pct_start=0.05, cycle_momentum=False,
+        optimizer,
+        lr,
+        total_steps=iters + 100,  # RAFT's train.py: the decay never reaches 0
+        pct_start=0.05,
+        cycle_momentum=False,
         anneal_strategy="linear",
     )
     losses: List[float] = []
