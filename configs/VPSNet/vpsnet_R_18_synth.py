@@ -4,6 +4,8 @@ scratch on synth_vps.
 python .venv/d2-tools/lazyconfig_train_net.py --config-file configs/VPSNet/vpsnet_R_18_synth.py
 """
 
+import detectron2.data.transforms as T
+import torch
 from detectron2.config import LazyCall as L
 from detectron2.layers import ShapeSpec
 
@@ -13,7 +15,8 @@ from d2ext.evaluation import VPQEvaluator
 from d2ext.modeling.vpsnet import TrackHead, VPSNet, VPSNetFuse
 
 # UPSNet R-18, its data pipeline and schedule as configs/UPSNet/upsnet_R_18_synth.py
-from ..UPSNet.upsnet_R_18_synth import dataloader, lr_multiplier, model, optimizer, train
+from ..common.synth_schedule import clipped_optimizer as _clipped_optimizer
+from ..UPSNet.upsnet_R_18_synth import dataloader, lr_multiplier, model, train
 
 model.panoptic_head.label_space.name = "synth_vps_train"
 
@@ -48,6 +51,16 @@ dataloader.train.mapper._target_ = VPSNetPairMapper
 dataloader.train.mapper.dataset_names = ["synth_vps_train"]
 dataloader.train.mapper.reference_offsets = [-1, 1]
 dataloader.test.dataset.names = "synth_vps_val"
+# the frames at their own 128x256 size (see the yaml)
+dataloader.train.mapper.augmentations[0] = L(T.ResizeShortestEdge)(
+    short_edge_length=128, max_size=256
+)
+dataloader.test.mapper.augmentations = [
+    L(T.ResizeShortestEdge)(short_edge_length=128, max_size=256)
+]
 dataloader.evaluator = L(VPQEvaluator)(dataset_name="synth_vps_val")
+
+# SGD with per-parameter gradient-norm clipping at 10 (see the yaml)
+optimizer = _clipped_optimizer(torch.optim.SGD, 10.0, lr=0.01, momentum=0.9, weight_decay=1e-4)
 
 train.output_dir = "output/vpsnet_R_18_synth_lazy"
