@@ -25,6 +25,7 @@ CASE_MODULES = (
     "retinaface",
     "densepose",
     "export",
+    "vpsnet",
 )
 
 
