@@ -113,6 +113,18 @@ def test_train_step_reaches_fuse_and_track_head():
     assert model.track_head.fcs[0].weight.grad.abs().sum() > 0
 
 
+def test_reference_frame_without_things_trains():
+    """Every object of the target left the view by the reference frame (no GT instance there):
+    all proposals are "new object", the match loss is 0 for that pair and training goes on."""
+    batch = pair_batch()
+    batch[1]["reference"] = _frame([], [], [], seed=5)
+    losses = _train_step(tiny_model(), batch)
+    assert all(torch.isfinite(v) for v in losses.values()) and losses["loss_match"] > 0
+    batch[0]["reference"] = _frame([], [], [], seed=6)
+    losses = _train_step(tiny_model(), batch)
+    assert losses["loss_match"].item() == 0.0
+
+
 def test_without_fuse_has_no_fuse_parameters_and_trains():
     model = tiny_model(**{"MODEL.VPSNET.FUSE_ON": False})
     assert model.fuse is None and model.flow_net is None

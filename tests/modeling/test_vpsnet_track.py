@@ -63,6 +63,11 @@ def test_track_targets_from_track_ids():
     )
     assert targets.tolist() == [2, 1, 0, 0]
     assert weights.tolist() == [1.0, 1.0, 1.0, 0.0]
+    # a reference frame without things (all left the view): every proposal is a new object
+    targets, weights = track_targets(
+        torch.tensor([7, 3]), torch.tensor([True, False]), torch.zeros(0, dtype=torch.long)
+    )
+    assert targets.tolist() == [0, 0] and weights.tolist() == [1.0, 0.0]
     with pytest.raises(ValueError, match="duplicate"):
         track_targets(torch.tensor([1]), torch.tensor([True]), torch.tensor([1, 1]))
 

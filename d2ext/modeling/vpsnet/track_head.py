@@ -84,8 +84,11 @@ def track_targets(
     if len(torch.unique(ref_track_ids)) != len(ref_track_ids):
         raise ValueError(f"track_targets: duplicate reference track ids {ref_track_ids.tolist()}")
     equal = gt_track_ids.view(-1, 1) == ref_track_ids.view(1, -1).to(gt_track_ids.device)
+    # column 0 is the "new object" dummy: a proposal whose object is not in the reference frame
+    # (every proposal when the reference frame has no thing) gets target 0
+    equal = torch.cat([equal.new_zeros(len(equal), 1), equal], dim=1)
     found = equal.any(dim=1) & foreground.bool()
-    targets = torch.where(found, equal.float().argmax(dim=1) + 1, torch.zeros_like(found).long())
+    targets = torch.where(found, equal.float().argmax(dim=1), torch.zeros_like(found).long())
     return targets.long(), foreground.float()
 
 
