@@ -15,7 +15,7 @@ from d2ext.evaluation import VPQEvaluator
 from d2ext.modeling.vpsnet import TrackHead, VPSNet, VPSNetFuse
 
 # UPSNet R-18, its data pipeline and schedule as configs/UPSNet/upsnet_R_18_synth.py
-from ..common.synth_schedule import clipped_optimizer as _clipped_optimizer
+from ..common.synth_schedule import full_model_clipped_optimizer as _clipped_optimizer
 from ..UPSNet.upsnet_R_18_synth import dataloader, lr_multiplier, model, train
 
 model.panoptic_head.label_space.name = "synth_vps_train"
@@ -60,7 +60,7 @@ dataloader.test.mapper.augmentations = [
 ]
 dataloader.evaluator = L(VPQEvaluator)(dataset_name="synth_vps_val")
 
-# SGD with per-parameter gradient-norm clipping at 10 (see the yaml)
-optimizer = _clipped_optimizer(torch.optim.SGD, 10.0, lr=0.01, momentum=0.9, weight_decay=1e-4)
+# SGD clipping the norm of all gradients together at 35, as the original (see the yaml)
+optimizer = _clipped_optimizer(torch.optim.SGD, 35.0, lr=0.01, momentum=0.9, weight_decay=1e-4)
 
 train.output_dir = "output/vpsnet_R_18_synth_lazy"

@@ -41,3 +41,13 @@ def clipped_optimizer(optimizer_class, clip_value: float, **kwargs):
     return L(maybe_add_gradient_clipping(clip_cfg, optimizer_class))(
         params=L(get_default_optimizer_params)(weight_decay_norm=0.0), **kwargs
     )
+
+
+def full_model_clipped_optimizer(optimizer_class, max_norm: float, **kwargs):
+    """A LazyCall of ``optimizer_class`` clipping the norm of all gradients together at
+    ``max_norm`` (yacs ``SOLVER.CLIP_GRADIENTS.CLIP_TYPE: "full_model"``, d2ext's Trainer)."""
+    from d2ext.engine.gradient_clipping import full_model_gradient_clipping
+
+    return L(full_model_gradient_clipping(optimizer_class, max_norm))(
+        params=L(get_default_optimizer_params)(weight_decay_norm=0.0), **kwargs
+    )

@@ -31,6 +31,7 @@ from d2ext.data.build import build_test_time_mapper, is_top_down
 from d2ext.evaluation import build_evaluator
 from d2ext.utils.visualize import DEFAULT_CONFIDENCE, render_dataset_predictions
 
+from .gradient_clipping import full_model_gradient_clipping
 from .video_inference import VideoClipMapper, VideoClipModel, is_clip_dataset
 
 logger = logging.getLogger(__name__)
@@ -109,7 +110,19 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_optimizer(cls, cfg, model):
-        """D2's SGD, or AdamW with ``SOLVER.OPTIMIZER: "ADAMW"`` (same parameter groups)."""
+        """D2's SGD, or AdamW with ``SOLVER.OPTIMIZER: "ADAMW"`` (same parameter groups); D2's
+        gradient clipping, plus ``SOLVER.CLIP_GRADIENTS.CLIP_TYPE: "full_model"`` (the norm of
+        all gradients together, as mmdetection's ``grad_clip``)."""
+        clip = cfg.SOLVER.CLIP_GRADIENTS
+        if clip.ENABLED and clip.CLIP_TYPE == "full_model":
+            d2_cfg = cfg.clone()
+            d2_cfg.defrost()
+            d2_cfg.SOLVER.CLIP_GRADIENTS.ENABLED = False
+            optimizer = cls.build_optimizer(d2_cfg, model)
+            optimizer.__class__ = full_model_gradient_clipping(
+                type(optimizer), clip.CLIP_VALUE, clip.NORM_TYPE
+            )
+            return optimizer
         name = cfg.SOLVER.get("OPTIMIZER", "SGD").upper()
         if name == "SGD":
             return super().build_optimizer(cfg, model)
