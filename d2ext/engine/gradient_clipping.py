@@ -2,13 +2,16 @@
 
 D2 clips each parameter's gradient on its own (``"value"``, ``"norm"``); mmdetection-based
 originals (VPSNet: ``optimizer_config = dict(grad_clip=dict(max_norm=35, norm_type=2))``) clip
-the norm of all gradients together, which keeps the direction of the whole update. The optimizer
-class is extended as D2 extends it for its own clipping (a subclass whose ``step`` clips first).
+the norm of all gradients together, which keeps the direction of the whole update. D2's own
+optimizer wrapper has the hook for it (``global_clipper``); this fills it with
+``clip_grad_norm_``.
 """
 
+import functools
 from typing import Type
 
 import torch
+from detectron2.solver.build import _generate_optimizer_class_with_gradient_clipping
 
 __all__ = ["full_model_gradient_clipping"]
 
@@ -20,13 +23,10 @@ def full_model_gradient_clipping(
     that their joint ``norm_type``-norm is at most ``max_norm`` (``clip_grad_norm_``)."""
     if max_norm <= 0:
         raise ValueError(f"full-model gradient clipping needs max_norm > 0, got {max_norm}")
-
-    class FullModelGradientClipping(optimizer_class):
-        def step(self, closure=None):
-            params = [p for group in self.param_groups for p in group["params"]]
-            torch.nn.utils.clip_grad_norm_(params, max_norm, norm_type)
-            return super().step(closure)
-
-    FullModelGradientClipping.__name__ = f"{optimizer_class.__name__}WithFullModelGradientClip"
-    FullModelGradientClipping.__qualname__ = FullModelGradientClipping.__name__
-    return FullModelGradientClipping
+    clipper = functools.partial(
+        torch.nn.utils.clip_grad_norm_, max_norm=max_norm, norm_type=norm_type
+    )
+    cls = _generate_optimizer_class_with_gradient_clipping(optimizer_class, global_clipper=clipper)
+    # named apart from D2's per-parameter "...WithGradientClip"
+    cls.__name__ = cls.__qualname__ = f"{optimizer_class.__name__}WithFullModelGradientClip"
+    return cls
