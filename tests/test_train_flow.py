@@ -14,9 +14,8 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from d2ext.data.synthetic import ensure_synthetic_generated, synthetic_dataset_dir
 from d2ext.data.synthetic.register_panoptic_videos import register_synthetic_panoptic_videos
-from d2ext.modeling.common import RAFTFlow
+from d2ext.modeling.common import RAFTFlow, load_flow_weights
 from d2ext.modeling.common.warp import warp_features
-from d2ext.modeling.vpsnet.meta_arch import load_flow_weights
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tools"))
@@ -101,6 +100,25 @@ def test_train_saves_weights_vpsnet_loads(vps, tmp_path):
     net = RAFTFlow(num_flow_updates=3)
     load_flow_weights(net, str(out / "model_final.pth"))
     assert all(torch.equal(v, net.state_dict()[k]) for k, v in state.items())
+    # and what RAFTFlow(weights=...) (a LazyConfig's flow net) loads
+    built = RAFTFlow(num_flow_updates=3, weights=str(out / "model_final.pth"))
+    assert all(torch.equal(v, built.state_dict()[k]) for k, v in state.items())
+    # and what a VPSNet config with MODEL.VPSNET.FLOW_WEIGHTS builds
+    from detectron2.config import get_cfg
+    from detectron2.modeling import build_model
+
+    from d2ext.config import add_d2ext_config
+
+    cfg = get_cfg()
+    add_d2ext_config(cfg)
+    cfg.merge_from_file(os.path.join(REPO, "configs/VPSNet/vpsnet_R_18_synth.yaml"))
+    cfg.MODEL.VPSNET.FLOW_NET = "raft"
+    cfg.MODEL.VPSNET.FLOW_WEIGHTS = str(out / "model_final.pth")
+    vpsnet = build_model(cfg)
+    assert all(torch.equal(v, vpsnet.flow_net.state_dict()[k]) for k, v in state.items())
+    with pytest.raises(KeyError, match="do not fit RAFT-small"):
+        torch.save({"model": {"conv.weight": torch.zeros(1)}}, tmp_path / "other.pth")
+        RAFTFlow(weights=str(tmp_path / "other.pth"))
 
 
 def test_bad_datasets_are_named(vps, tmp_path):

@@ -51,3 +51,19 @@ def full_model_clipped_optimizer(optimizer_class, max_norm: float, **kwargs):
     return L(full_model_gradient_clipping(optimizer_class, max_norm))(
         params=L(get_default_optimizer_params)(weight_decay_norm=0.0), **kwargs
     )
+
+
+def finetune_schedule(
+    train, optimizer, lr_multiplier, *, init_checkpoint, lr, max_iter, step, warmup, output_dir
+) -> None:
+    """A fine-tune from ``init_checkpoint``: ``max_iter`` iterations at ``lr``, x0.1 at ``step``,
+    ``warmup`` linear warm-up iterations, no intermediate checkpoints (yacs: MODEL.WEIGHTS,
+    SOLVER.BASE_LR / MAX_ITER / STEPS (step,) / WARMUP_ITERS, CHECKPOINT_PERIOD 1000)."""
+    train.init_checkpoint = init_checkpoint
+    optimizer.lr = lr
+    train.max_iter = max_iter
+    train.checkpointer.period = 1000
+    lr_multiplier.scheduler.milestones = [step]
+    lr_multiplier.scheduler.values = [1.0, 0.1]
+    lr_multiplier.warmup_length = warmup / max_iter
+    train.output_dir = output_dir

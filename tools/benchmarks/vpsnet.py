@@ -103,7 +103,7 @@ def _models(device: str):
     if weights:
         DetectionCheckpointer(full).load(weights)
         if raft:
-            from d2ext.modeling.vpsnet import load_flow_weights
+            from d2ext.modeling.common import load_flow_weights
 
             load_flow_weights(full.flow_net, raft)
     track_cfg = cfg.clone()

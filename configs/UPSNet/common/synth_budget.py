@@ -2,6 +2,7 @@
 Panoptic FPN and UPSNet synthetic configs so both compare on the same R-CNN budget."""
 
 from ...common.synth_r18 import resnet18_from_scratch
+from ...common.synth_schedule import finetune_schedule
 
 
 def synth_panoptic_rcnn_budget(model) -> None:
@@ -28,11 +29,7 @@ SYNTH_PANOPTIC_DETECTOR = "output/mask_rcnn_R_18_FPN_synth_panoptic/model_final.
 def synth_panoptic_finetune(train, optimizer, lr_multiplier, output_dir: str) -> None:
     """The fine-tune schedule of the *_ft configs: from the synth_panoptic detector,
     120 iterations at lr 0.005, x0.1 at 100, 20 warm-up iterations."""
-    train.init_checkpoint = SYNTH_PANOPTIC_DETECTOR
-    optimizer.lr = 0.005
-    train.max_iter = 120
-    train.checkpointer.period = 1000
-    lr_multiplier.scheduler.milestones = [100]
-    lr_multiplier.scheduler.values = [1.0, 0.1]
-    lr_multiplier.warmup_length = 20 / 120
-    train.output_dir = output_dir
+    finetune_schedule(
+        train, optimizer, lr_multiplier, init_checkpoint=SYNTH_PANOPTIC_DETECTOR,
+        lr=0.005, max_iter=120, step=100, warmup=20, output_dir=output_dir,
+    )  # fmt: skip

@@ -5,6 +5,7 @@ from .flow import (
     FlowNetOutput,
     RAFTFlow,
     convert_official_flow_state_dict,
+    load_flow_weights,
 )
 from .heatmap_codec import HeatmapCodec, flip_heatmaps, flip_indices, flip_test_average
 from .landmark_coding import Landmark2AnchorTransform
@@ -32,6 +33,7 @@ __all__ = [
     "flip_indices",
     "flip_test_average",
     "identity_grid",
+    "load_flow_weights",
     "mask_iou",
     "match_by_iou",
     "multiscale_endpoint_error",

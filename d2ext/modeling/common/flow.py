@@ -28,6 +28,7 @@ __all__ = [
     "FlowNetMini",
     "FlowNetOutput",
     "RAFTFlow",
+    "load_flow_weights",
     "convert_official_flow_state_dict",
 ]
 
@@ -223,12 +224,15 @@ class RAFTFlow(nn.Module):
         input_format: str = "BGR",
         pixel_max: float = 255.0,
         num_flow_updates: int = 12,
+        weights: str = "",
     ):
         """
         Args:
             input_format: channel order of the input images (``INPUT.FORMAT``): BGR or RGB.
             pixel_max: value of a white pixel in the inputs (255 for D2's images).
             num_flow_updates: recurrent refinement steps.
+            weights: a trained RAFT-small to load (:func:`load_flow_weights`, e.g.
+                ``tools/train_flow.py``'s model_final.pth); "" keeps the random init.
         """
         super().__init__()
         if input_format not in ("BGR", "RGB"):
@@ -237,6 +241,8 @@ class RAFTFlow(nn.Module):
         self.pixel_max = pixel_max
         self.num_flow_updates = num_flow_updates
         self.raft = raft_small(weights=None)
+        if weights:
+            load_flow_weights(self, weights)
 
     @classmethod
     def from_config(cls, cfg):
@@ -329,3 +335,20 @@ def convert_official_flow_state_dict(
     if unknown:
         raise KeyError(f"official flow-net keys with no FlowNetMini counterpart: {unknown}")
     return ours, unused
+
+
+def load_flow_weights(flow_net: RAFTFlow, path: str) -> None:
+    """Load a :class:`RAFTFlow` state dict (keys ``raft.*``) or torchvision's ``raft_small`` one
+    (a checkpoint dict's ``"model"`` / ``"state_dict"`` entry is taken) into ``flow_net``."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("model", "state_dict"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not any(k.startswith("raft.") for k in state):
+        state = {f"raft.{k}": v for k, v in state.items()}
+    missing, unexpected = flow_net.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise KeyError(
+            f"flow weights {path!r} (MODEL.VPSNET.FLOW_WEIGHTS) do not fit RAFT-small: missing "
+            f"{list(missing)[:5]}, unexpected {list(unexpected)[:5]}"
+        )

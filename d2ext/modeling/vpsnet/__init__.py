@@ -14,7 +14,7 @@ from .fuse import (
     resize_flow,
     scatter_levels,
 )
-from .meta_arch import STUFF_SEGMENT_ID_BASE, VPSNet, VPSNetVideoState, load_flow_weights
+from .meta_arch import STUFF_SEGMENT_ID_BASE, VPSNet, VPSNetVideoState
 from .track_head import (
     TrackHead,
     TrackMemory,
@@ -36,7 +36,6 @@ __all__ = [
     "VPSNetVideoState",
     "comprehensive_scores",
     "gather_levels",
-    "load_flow_weights",
     "local_correlation",
     "match_logits",
     "resize_flow",

@@ -134,10 +134,10 @@ class VPSNet(UPSNet):
         ret["flow_net"] = None
         if v.FUSE_ON and v.FLOW_NET == "raft":
             ret["flow_net"] = RAFTFlow(
-                input_format=cfg.INPUT.FORMAT, num_flow_updates=v.FLOW_NUM_UPDATES
+                input_format=cfg.INPUT.FORMAT,
+                num_flow_updates=v.FLOW_NUM_UPDATES,
+                weights=v.FLOW_WEIGHTS,
             )
-            if v.FLOW_WEIGHTS:
-                load_flow_weights(ret["flow_net"], v.FLOW_WEIGHTS)
         elif v.FLOW_NET not in ("raft", "zero"):
             raise ValueError(f"MODEL.VPSNET.FLOW_NET must be 'raft' or 'zero', got {v.FLOW_NET!r}")
         ret["track_head"] = None
@@ -368,20 +368,3 @@ class VPSNet(UPSNet):
             out[panoptic == s["id"]] = new_id
             relabelled.append({**s, "id": new_id})
         return out, relabelled
-
-
-def load_flow_weights(flow_net: RAFTFlow, path: str) -> None:
-    """Load a :class:`RAFTFlow` state dict (keys ``raft.*``) or torchvision's ``raft_small`` one
-    (a checkpoint dict's ``"model"`` / ``"state_dict"`` entry is taken) into ``flow_net``."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    for key in ("model", "state_dict"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    if not any(k.startswith("raft.") for k in state):
-        state = {f"raft.{k}": v for k, v in state.items()}
-    missing, unexpected = flow_net.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise KeyError(
-            f"MODEL.VPSNET.FLOW_WEIGHTS {path!r} does not fit RAFT-small: missing "
-            f"{list(missing)[:5]}, unexpected {list(unexpected)[:5]}"
-        )
