@@ -108,6 +108,7 @@ def test_builtin_specs_deterministic():
         "synth_shapes_tune",
         "synth_panoptic_train",
         "synth_panoptic_val",
+        "synth_panoptic_test",
         "synth_shapes_mini_train",
         "synth_shapes_mini_val",
         "synth_panoptic_mini_train",

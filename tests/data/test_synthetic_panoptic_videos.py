@@ -267,9 +267,16 @@ def test_vpq_of_the_gt_against_itself_is_100(vps, tmp_path):
 
 
 def test_builtins():
-    assert sorted(BUILTIN_PANOPTIC_VIDEOS) == ["synth_vps_train", "synth_vps_val"]
+    assert sorted(BUILTIN_PANOPTIC_VIDEOS) == ["synth_vps_test", "synth_vps_train", "synth_vps_val"]
+    expected = {
+        "synth_vps_train": (24, "train"),
+        "synth_vps_val": (8, "val"),
+        "synth_vps_test": (32, "val"),
+    }
+    seeds = [seed for _, seed, _ in BUILTIN_PANOPTIC_VIDEOS.values()]
+    assert len(set(seeds)) == len(seeds)  # distinct videos in every split
     for name, (num_videos, _, split) in BUILTIN_PANOPTIC_VIDEOS.items():
-        assert (num_videos, split) == ((24, "train") if name.endswith("train") else (8, "val"))
+        assert (num_videos, split) == expected[name]
         meta = MetadataCatalog.get(name)
         assert (meta.evaluator_type, meta.frames_per_video) == ("cityscapes_vps", 6)
         assert meta.thing_classes[-3:] == [c["name"] for c in STUFF_CATEGORIES]

@@ -1,10 +1,10 @@
 """Synthetic datasets for fast, self-contained training and evaluation tests.
 
-Importing registers the builtins (``synth_shapes_{train,val}``, ``synth_panoptic_{train,val}``
+Importing registers the builtins (``synth_shapes_{train,val}``, ``synth_panoptic_{train,val,test}``
 with ``_separated`` / ``_stuffonly`` variants, ``synth_faces_*`` (68 iBUG face landmarks),
 ``synth_bodies_*`` (17 COCO person keypoints), ``synth_densepose_*`` (DensePose figures) and
 ``synth_videos_*`` with ``_clips`` variants (moving shapes, YouTube-VIS + exact flow) and
-``synth_vps_{train,val}`` (panoptic videos in the Cityscapes-VPS layout)) in D2's catalogs;
+``synth_vps_{train,val,test}`` (panoptic videos in the Cityscapes-VPS layout)) in D2's catalogs;
 files are generated on first ``DatasetCatalog.get`` or :func:`ensure_synthetic_generated`. See
 ``register.py``.
 """
